@@ -1,0 +1,206 @@
+//! The admin listener: health, readiness, metrics, reload and the installations API.
+//!
+//! Loopback by default. When `admin.token` is set, everything except `/healthz`, `/readyz` and
+//! `/metrics` needs `Authorization: Bearer {token}` (compared in constant time). Tokens are
+//! never part of an answer: installations are summarized with `has_bot_token` and the like.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+
+use crate::gateway::Gateway;
+use crate::http::{json, text, Body};
+use crate::store::{Installation, RecordKind, StoredRecord, TeamRef};
+
+/// Handles one admin request.
+pub async fn handle(gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    match (&method, path.as_str()) {
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
+        (&Method::GET, "/readyz") => {
+            if gw.is_draining() {
+                text(StatusCode::SERVICE_UNAVAILABLE, "draining")
+            } else {
+                text(StatusCode::OK, "ready")
+            }
+        }
+        (&Method::GET, "/metrics") => {
+            let mut r = text(
+                StatusCode::OK,
+                gw.metrics.render(&gw.store).trim_end().to_owned(),
+            );
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        _ => {
+            if let Err(r) = authorize(gw, &req) {
+                return r;
+            }
+            match (&method, path.as_str()) {
+                (&Method::POST, "/-/reload") => match crate::reload::reload(gw) {
+                    Ok(()) => json(StatusCode::OK, &serde_json::json!({"ok": true})),
+                    Err(e) => json(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        &serde_json::json!({"ok": false, "error": e.to_string()}),
+                    ),
+                },
+                (_, p) if p == "/admin/installations" || p.starts_with("/admin/installations/") => {
+                    installations(gw, &method, p).await
+                }
+                _ => text(StatusCode::NOT_FOUND, "not found"),
+            }
+        }
+    }
+}
+
+fn authorize(gw: &Gateway, req: &Request<Incoming>) -> Result<(), Response<Body>> {
+    let live = gw.live();
+    let Some(token) = &live.config.admin.token else {
+        return Ok(());
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
+        Ok(())
+    } else {
+        let mut r = text(StatusCode::UNAUTHORIZED, "admin token required");
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        Err(r)
+    }
+}
+
+/// What the admin API shows of an installation: everything but the tokens.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Summary {
+    pub id: String,
+    pub app_id: Option<String>,
+    pub enterprise_id: Option<String>,
+    pub enterprise_name: Option<String>,
+    pub enterprise_url: Option<String>,
+    pub team_id: Option<String>,
+    pub team_name: Option<String>,
+    pub is_enterprise_install: bool,
+    pub bot_id: Option<String>,
+    pub bot_user_id: Option<String>,
+    pub bot_scopes: Option<String>,
+    pub has_bot_token: bool,
+    pub bot_token_expires_at: Option<i64>,
+    pub installer_user_id: String,
+    pub user_ids_with_tokens: Vec<String>,
+    pub installed_at: f64,
+}
+
+/// Groups a store listing into one summary per team or org.
+pub fn summarize(records: Vec<StoredRecord>) -> Vec<Summary> {
+    let mut teams: BTreeMap<TeamRef, (Option<Installation>, Option<Installation>, Vec<String>)> =
+        BTreeMap::new();
+    for r in records {
+        let entry = teams.entry(r.team).or_default();
+        match r.kind {
+            RecordKind::Bot => entry.0 = Some(r.installation),
+            RecordKind::Latest => entry.1 = Some(r.installation),
+            RecordKind::User(u) => {
+                if r.installation.user_token.is_some() {
+                    entry.2.push(u)
+                }
+            }
+        }
+    }
+    teams
+        .into_iter()
+        .filter_map(|(team, (bot, latest, users))| {
+            let base = bot.clone().or(latest.clone())?;
+            Some(Summary {
+                id: team.admin_id(),
+                app_id: base.app_id.clone(),
+                enterprise_id: base.enterprise_id.clone(),
+                enterprise_name: base.enterprise_name.clone(),
+                enterprise_url: base.enterprise_url.clone(),
+                team_id: base.team_id.clone(),
+                team_name: base.team_name.clone(),
+                is_enterprise_install: base.is_enterprise_install,
+                bot_id: bot.as_ref().and_then(|b| b.bot_id.clone()),
+                bot_user_id: bot.as_ref().and_then(|b| b.bot_user_id.clone()),
+                bot_scopes: bot.as_ref().and_then(|b| b.bot_scopes.clone()),
+                has_bot_token: bot.as_ref().is_some_and(|b| b.bot_token.is_some()),
+                bot_token_expires_at: bot.as_ref().and_then(|b| b.bot_token_expires_at),
+                installer_user_id: latest.as_ref().unwrap_or(&base).user_id.clone(),
+                user_ids_with_tokens: users,
+                installed_at: latest.as_ref().unwrap_or(&base).installed_at,
+            })
+        })
+        .collect()
+}
+
+async fn installations(gw: &Gateway, method: &Method, path: &str) -> Response<Body> {
+    let live = gw.live();
+    let app = &live.config.slack.client_id;
+    let id = path
+        .strip_prefix("/admin/installations")
+        .unwrap_or("")
+        .trim_start_matches('/');
+    let records = match gw.store.list(app).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "admin: listing installations failed");
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "installation store unavailable",
+            );
+        }
+    };
+    let summaries = summarize(records);
+    match (method, id) {
+        (&Method::GET, "") => json(
+            StatusCode::OK,
+            &serde_json::to_value(&summaries).expect("serializable"),
+        ),
+        (&Method::GET, id) => match summaries.iter().find(|s| s.id == id) {
+            Some(s) => json(
+                StatusCode::OK,
+                &serde_json::to_value(s).expect("serializable"),
+            ),
+            None => text(StatusCode::NOT_FOUND, format!("no installation {id}")),
+        },
+        (&Method::DELETE, id) if !id.is_empty() => {
+            let Some(s) = summaries.iter().find(|s| s.id == id) else {
+                return text(StatusCode::NOT_FOUND, format!("no installation {id}"));
+            };
+            let team = TeamRef::new(
+                s.enterprise_id.as_deref(),
+                s.team_id.as_deref(),
+                s.is_enterprise_install,
+            );
+            match gw.store.delete_team(app, &team).await {
+                Ok(n) => {
+                    tracing::info!(id, records = n, "admin: installation deleted");
+                    json(
+                        StatusCode::OK,
+                        &serde_json::json!({"deleted": id, "records": n}),
+                    )
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "admin: delete failed");
+                    text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "installation store unavailable",
+                    )
+                }
+            }
+        }
+        _ => text(StatusCode::METHOD_NOT_ALLOWED, "use GET or DELETE"),
+    }
+}

@@ -1,0 +1,174 @@
+use super::*;
+
+const MINIMAL: &str = r#"
+[slack]
+client_id = "123.456"
+client_secret = "cs"
+signing_secret = "ss"
+[oauth]
+scopes = ["commands"]
+"#;
+
+fn load(text: &str) -> Result<Config, ConfigError> {
+    load_env(text, &[])
+}
+
+fn load_env(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let vars: Vec<(String, String)> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Config::from_toml(text, Path::new("/etc/gw/gateway.toml"), &move |name| {
+        vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    })
+}
+
+fn invalid_key(text: &str) -> String {
+    match load(text) {
+        Err(ConfigError::Invalid { key, .. }) => key,
+        other => panic!("expected an invalid key, got {other:?}"),
+    }
+}
+
+#[test]
+fn minimal_config_gets_sane_defaults() {
+    let c = load(MINIMAL).unwrap();
+    assert_eq!(c.server.listen.to_string(), "127.0.0.1:3000");
+    assert_eq!(c.server.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+    assert!(c.server.replay_protection);
+    assert_eq!(c.upstream.slack_paths, vec!["/slack/events"]);
+    assert_eq!(c.upstream.timeout, Duration::from_millis(2500));
+    assert_eq!(
+        c.oauth.redirect_uri.as_str(),
+        "http://127.0.0.1:3000/slack/oauth_redirect"
+    );
+    assert_eq!(c.slack.api_url.as_str(), "https://slack.com/api");
+    assert_eq!(c.storage.path, PathBuf::from("/etc/gw/data"));
+    assert_eq!(c.upstream.headers.bot_token.as_str(), "x-slack-bot-token");
+}
+
+#[test]
+fn unknown_key_is_an_error_naming_key_and_line() {
+    let text = "[server]\nlisten = \"127.0.0.1:1\"\nlisen = \"x\"\n";
+    let e = load(&format!("{MINIMAL}{text}")).unwrap_err().to_string();
+    assert!(e.contains("lisen"), "{e}");
+    assert!(e.contains("line"), "{e}");
+}
+
+#[test]
+fn env_vars_expand_and_unset_ones_are_named() {
+    let text = MINIMAL.replace("\"ss\"", "\"${SIGN}\"");
+    let c = load_env(&text, &[("SIGN", "from-env")]).unwrap();
+    assert_eq!(c.slack.signing_secret.expose(), "from-env");
+    let e = load(&text).unwrap_err();
+    assert_eq!(e.key(), Some("slack.signing_secret"));
+    assert!(e.to_string().contains("SIGN"), "{e}");
+    assert!(e.to_string().contains(":5:"), "line number expected: {e}");
+}
+
+#[test]
+fn env_default_is_used_and_flagged_as_placeholder() {
+    let text = MINIMAL.replace("\"ss\"", "\"${SIGN:-dev-placeholder}\"");
+    let c = load(&text).unwrap();
+    assert_eq!(c.slack.signing_secret.expose(), "dev-placeholder");
+    assert_eq!(c.placeholder_secrets, vec!["slack.signing_secret"]);
+    let c = load_env(&text, &[("SIGN", "real")]).unwrap();
+    assert!(c.placeholder_secrets.is_empty());
+}
+
+#[test]
+fn secret_file_is_read_and_trimmed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("sign"), "file-secret\n").unwrap();
+    let text = MINIMAL.replace("signing_secret = \"ss\"", "signing_secret_file = \"sign\"");
+    let c = Config::from_toml(&text, &dir.path().join("gateway.toml"), &|_| None).unwrap();
+    assert_eq!(c.slack.signing_secret.expose(), "file-secret");
+    let both = MINIMAL.replace(
+        "signing_secret = \"ss\"",
+        "signing_secret = \"a\"\nsigning_secret_file = \"sign\"",
+    );
+    assert_eq!(invalid_key(&both), "slack.signing_secret");
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let cases = [
+        ("[upstream]\ntimeout = \"soon\"\n", "upstream.timeout"),
+        ("[upstream]\ntimeout = \"0s\"\n", "upstream.timeout"),
+        ("[upstream]\nurl = \"ftp://x\"\n", "upstream.url"),
+        ("[server]\nlisten = \"nowhere\"\n", "server.listen"),
+        ("[server]\nmax_body_bytes = 0\n", "server.max_body_bytes"),
+        (
+            "[server]\npublic_url = \"http://gw.example.com\"\n",
+            "oauth.redirect_uri",
+        ),
+        (
+            "[upstream]\nslack_paths = [\"slack/events\"]\n",
+            "upstream.slack_paths",
+        ),
+        (
+            "[upstream]\nslack_paths = [\"/slack/install\"]\n",
+            "upstream.slack_paths",
+        ),
+        (
+            "[server]\nadmin_listen = \"0.0.0.0:9090\"\n",
+            "server.admin_listen",
+        ),
+        (
+            "[storage]\nencryption_key = \"short\"\n",
+            "storage.encryption_key",
+        ),
+        ("[signin]\nenabled = true\n", "signin.cookie_secret"),
+        (
+            "[upstream.headers]\nbot_token = \"bad header\"\n",
+            "upstream.headers.bot_token",
+        ),
+    ];
+    for (extra, key) in cases {
+        assert_eq!(
+            invalid_key(&format!("{MINIMAL}{extra}")),
+            key,
+            "for {extra}"
+        );
+    }
+}
+
+#[test]
+fn empty_signing_secret_and_no_scopes_are_refused() {
+    assert_eq!(
+        invalid_key(&MINIMAL.replace("\"ss\"", "\"\"")),
+        "slack.signing_secret"
+    );
+    assert_eq!(
+        invalid_key(&MINIMAL.replace("scopes = [\"commands\"]", "")),
+        "oauth.scopes"
+    );
+}
+
+#[test]
+fn https_public_url_derives_redirect_and_domain_derives_urls() {
+    let text = format!("{MINIMAL}[server]\npublic_url = \"https://gw.example.com\"\n");
+    let c = load(&text.replace("[oauth]", "domain = \"slack-gov.com\"\n[oauth]")).unwrap();
+    assert_eq!(
+        c.oauth.redirect_uri.as_str(),
+        "https://gw.example.com/slack/oauth_redirect"
+    );
+    assert_eq!(
+        c.slack.authorize_url.as_str(),
+        "https://slack-gov.com/oauth/v2/authorize"
+    );
+    assert_eq!(c.slack.api_url.as_str(), "https://slack-gov.com/api");
+}
+
+#[test]
+fn redacted_output_hides_every_secret() {
+    let text = format!("{MINIMAL}[admin]\ntoken = \"admintok\"\n");
+    let c = load(&text).unwrap();
+    let out = c.to_redacted_toml();
+    for secret in ["\"cs\"", "\"ss\"", "admintok"] {
+        assert!(!out.contains(secret), "{secret} leaked in {out}");
+    }
+    assert!(out.contains("<redacted>"));
+    assert!(out.contains("client_id = \"123.456\""));
+    assert!(!format!("{c:?}").contains("admintok"));
+}

@@ -1,0 +1,220 @@
+//! Prometheus metrics, served as text on the admin listener's `/metrics`.
+//!
+//! Label values are bounded by construction: routes are a fixed set of names, statuses are
+//! numbers, reasons and results are `&'static str`. Nothing user-controlled (paths, team ids)
+//! and nothing secret ever becomes a label.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::store::InstallationStore;
+
+/// Which part of the gateway answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Route {
+    Slack,
+    Install,
+    OAuthRedirect,
+    Signin,
+    Protected,
+    NotFound,
+}
+
+impl Route {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Slack => "slack",
+            Route::Install => "install",
+            Route::OAuthRedirect => "oauth_redirect",
+            Route::Signin => "signin",
+            Route::Protected => "protected",
+            Route::NotFound => "not_found",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RouteLabel {
+    route: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+/// Every metric the gateway keeps.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    signature_failures: Family<ReasonLabel, Counter>,
+    installs: Family<ResultLabel, Counter>,
+    token_refreshes: Family<ResultLabel, Counter>,
+    reloads: Family<ResultLabel, Counter>,
+    last_reload_success: Gauge<f64, std::sync::atomic::AtomicU64>,
+    upstream_errors: Family<ReasonLabel, Counter>,
+    installations: Gauge,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs … ~3.3 s: the gateway's own overhead at the low end, Slack's 3 s budget at the top.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.0001, 2.0, 16,
+    ))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("slack_gateway");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<RouteLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        let signature_failures = Family::<ReasonLabel, Counter>::default();
+        let installs = Family::<ResultLabel, Counter>::default();
+        let token_refreshes = Family::<ResultLabel, Counter>::default();
+        let reloads = Family::<ResultLabel, Counter>::default();
+        let last_reload_success = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let upstream_errors = Family::<ReasonLabel, Counter>::default();
+        let installations = Gauge::default();
+        registry.register(
+            "requests",
+            "Requests answered, by route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to response headers, by route",
+            latency.clone(),
+        );
+        registry.register(
+            "signature_failures",
+            "Slack requests refused for their signature, by reason",
+            signature_failures.clone(),
+        );
+        registry.register(
+            "installs",
+            "OAuth install callbacks, by result",
+            installs.clone(),
+        );
+        registry.register(
+            "token_refreshes",
+            "Token rotation refreshes, by result",
+            token_refreshes.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Configuration reloads, by result",
+            reloads.clone(),
+        );
+        registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful config load",
+            last_reload_success.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Forwarding failures, by reason",
+            upstream_errors.clone(),
+        );
+        registry.register(
+            "installations",
+            "Workspaces and orgs with a bot installation in the store",
+            installations.clone(),
+        );
+        // Make the usual series visible at zero from the start.
+        for reason in crate::slack::signature::SignatureError::ALL {
+            let _ = signature_failures.get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            });
+        }
+        Metrics {
+            registry,
+            requests,
+            latency,
+            signature_failures,
+            installs,
+            token_refreshes,
+            reloads,
+            last_reload_success,
+            upstream_errors,
+            installations,
+        }
+    }
+
+    pub fn observe_request(&self, route: Route, status: u16, elapsed: Duration) {
+        let route = route.as_str();
+        self.requests
+            .get_or_create(&RequestLabels { route, status })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabel { route })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn signature_failure(&self, reason: &'static str) {
+        self.signature_failures
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    pub fn install(&self, result: &'static str) {
+        self.installs.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    pub fn token_refresh(&self, result: &'static str) {
+        self.token_refreshes
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    pub fn reload(&self, result: &'static str) {
+        self.reloads.get_or_create(&ResultLabel { result }).inc();
+        if result == "success" {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            self.last_reload_success.set(now.as_secs_f64());
+        }
+    }
+
+    pub fn upstream_error(&self, reason: &'static str) {
+        self.upstream_errors
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// The Prometheus text exposition, with gauges read fresh from the store.
+    pub fn render(&self, store: &Arc<dyn InstallationStore>) -> String {
+        self.installations.set(store.bot_count() as i64);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

@@ -1,0 +1,241 @@
+//! Header hygiene as data: what is removed from a forwarded request, what is added.
+//!
+//! - Hop-by-hop headers ([`HOP_BY_HOP`], plus any named in `Connection`) belong to one
+//!   connection and never cross the proxy, in either direction.
+//! - Every inbound header that matches an injected name, compared case-insensitively with `_`
+//!   and `-` treated alike, is removed before anything is injected: many upstream stacks
+//!   (CGI, WSGI, Rack, PHP) fold `X_Slack_Bot_Token` and `X-Slack-Bot-Token` into one variable,
+//!   so removing only the exact name would let a client smuggle a token in.
+//! - `X-Forwarded-For/Proto/Host` come from the real peer unless the peer is a trusted proxy.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that describe one hop (RFC 9110 §7.6.1), never forwarded.
+pub const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
+
+/// `upgrade` is hop-by-hop too; kept apart because it is matched the same way.
+const UPGRADE: &str = "upgrade";
+
+/// Forwarding headers the gateway sets itself.
+pub const FORWARDED: [&str; 4] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+];
+
+/// A header name folded for comparison: lowercase, `_` as `-`.
+pub fn fold(name: &str) -> String {
+    name.bytes()
+        .map(|b| {
+            if b == b'_' {
+                '-'
+            } else {
+                b.to_ascii_lowercase() as char
+            }
+        })
+        .collect()
+}
+
+/// The folded names that must never arrive from outside.
+#[derive(Debug, Clone)]
+pub struct StripSet {
+    folded: Vec<String>,
+}
+
+impl StripSet {
+    pub fn new<'a>(names: impl IntoIterator<Item = &'a HeaderName>) -> Self {
+        let mut folded: Vec<String> = names.into_iter().map(|n| fold(n.as_str())).collect();
+        folded.sort();
+        folded.dedup();
+        StripSet { folded }
+    }
+
+    /// True when `name` folds to one of the injected names.
+    pub fn matches(&self, name: &HeaderName) -> bool {
+        let n = name.as_str().as_bytes();
+        self.folded.iter().any(|f| {
+            f.len() == n.len()
+                && f.bytes().zip(n.iter()).all(|(a, &b)| {
+                    a == if b == b'_' {
+                        b'-'
+                    } else {
+                        b.to_ascii_lowercase()
+                    }
+                })
+        })
+    }
+}
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        headers.remove(n);
+    }
+    headers.remove(UPGRADE);
+}
+
+/// Prepares inbound headers for forwarding: hop-by-hop and smuggled injected names removed,
+/// `Host` left to the client (it names the upstream), forwarding headers set from `peer`.
+pub fn rewrite_request(
+    headers: &mut HeaderMap,
+    strip: &StripSet,
+    peer: SocketAddr,
+    scheme: &'static str,
+    trusted_proxies: &[IpAddr],
+) {
+    remove_hop_by_hop(headers);
+    let smuggled: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| strip.matches(k))
+        .cloned()
+        .collect();
+    for k in smuggled {
+        headers.remove(k);
+    }
+    let host = headers.remove(header::HOST);
+    headers.remove(header::CONTENT_LENGTH);
+    let trusted = trusted_proxies.contains(&peer.ip());
+    let peer_ip = peer.ip().to_string();
+    if trusted {
+        let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {peer_ip}"),
+            _ => peer_ip,
+        };
+        set(headers, "x-forwarded-for", &chain);
+        if !headers.contains_key("x-forwarded-proto") {
+            set(headers, "x-forwarded-proto", scheme);
+        }
+        if !headers.contains_key("x-forwarded-host") {
+            if let Some(h) = host {
+                headers.insert(HeaderName::from_static("x-forwarded-host"), h);
+            }
+        }
+    } else {
+        for n in FORWARDED {
+            headers.remove(n);
+        }
+        // Folded variants too (X_Forwarded_For): an upstream that folds would trust them.
+        let folded: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| FORWARDED.contains(&fold(k.as_str()).as_str()))
+            .cloned()
+            .collect();
+        for k in folded {
+            headers.remove(k);
+        }
+        set(headers, "x-forwarded-for", &peer_ip);
+        set(headers, "x-forwarded-proto", scheme);
+        if let Some(h) = host {
+            headers.insert(HeaderName::from_static("x-forwarded-host"), h);
+        }
+    }
+}
+
+fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(HeaderName::from_static(name), v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strip() -> StripSet {
+        StripSet::new(&[
+            HeaderName::from_static("x-slack-bot-token"),
+            HeaderName::from_static("x-slack-team-id"),
+        ])
+    }
+
+    fn peer() -> SocketAddr {
+        "203.0.113.7:5555".parse().unwrap()
+    }
+
+    #[test]
+    fn folded_variants_of_injected_names_are_removed() {
+        let mut h = HeaderMap::new();
+        for name in [
+            "X-Slack-Bot-Token",
+            "x_slack_bot_token",
+            "X_SLACK_BOT-TOKEN",
+            "x-slack_team_id",
+        ] {
+            h.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static("evil"),
+            );
+        }
+        h.insert("x-slack-signature", HeaderValue::from_static("v0=kept"));
+        rewrite_request(&mut h, &strip(), peer(), "http", &[]);
+        assert!(h.iter().all(|(_, v)| v != "evil"), "{h:?}");
+        assert_eq!(h.get("x-slack-signature").unwrap(), "v0=kept");
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("x-app", HeaderValue::from_static("kept"));
+        rewrite_request(&mut h, &strip(), peer(), "http", &[]);
+        for gone in ["connection", "x-secret-hop", "transfer-encoding", "upgrade"] {
+            assert!(!h.contains_key(gone), "{gone} forwarded");
+        }
+        assert_eq!(h.get("x-app").unwrap(), "kept");
+    }
+
+    #[test]
+    fn forwarded_headers_come_from_the_real_peer() {
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("gw.example.com"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.insert("x_forwarded_proto", HeaderValue::from_static("https"));
+        rewrite_request(&mut h, &strip(), peer(), "http", &[]);
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.7");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
+        assert_eq!(h.get("x-forwarded-host").unwrap(), "gw.example.com");
+        assert!(!h.contains_key("x_forwarded_proto"));
+        assert!(!h.contains_key("host"));
+    }
+
+    #[test]
+    fn trusted_proxy_chain_is_extended() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("198.51.100.1"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        rewrite_request(&mut h, &strip(), peer(), "http", &[peer().ip()]);
+        assert_eq!(
+            h.get("x-forwarded-for").unwrap(),
+            "198.51.100.1, 203.0.113.7"
+        );
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
+    }
+}

@@ -1,0 +1,446 @@
+//! Verified forwarding: a POST to one of `upstream.slack_paths`, top to bottom.
+//!
+//! ```text
+//! read_body ─► verify_signature ─► parse ─► answer_locally? ─► resolve_installation
+//!     413          401 (reason)      400/415   challenge, ssl_check        │
+//!                                                                 apply_lifecycle (uninstall, revoke)
+//!                                                                          │
+//!                                           respond ◄─ forward ◄─ rewrite_headers
+//!                                      (as the upstream said)  502/504
+//! ```
+//!
+//! Each stage is a plain `async fn`; [`ProxyError`] carries what went wrong and
+//! [`ProxyError::status`] is the one place that maps it to an HTTP status. Clients get a short
+//! reason; the log gets the detail. Nothing is forwarded unless every stage before `forward`
+//! succeeded.
+
+pub mod headers;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::Incoming;
+
+use crate::gateway::{Gateway, Live};
+use crate::http::{empty, json, text, unix_now, Body};
+use crate::slack::payload::{self, Action, Identity, Parsed, PayloadError};
+use crate::slack::signature::{self, SignatureError};
+use crate::store::{self, Installation, StoreError, TeamRef};
+
+/// Everything that can stop a Slack request, by who is at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("method not allowed: Slack sends POST")]
+    MethodNotAllowed,
+    #[error("request body larger than {0} bytes")]
+    BodyTooLarge(usize),
+    #[error("could not read the request body: {0}")]
+    BodyRead(String),
+    #[error("invalid signature: {0}")]
+    Signature(SignatureError),
+    #[error("{0}")]
+    Payload(#[from] PayloadError),
+    #[error("installation store failed: {0}")]
+    Store(#[from] StoreError),
+    #[error("upstream unavailable: {0}")]
+    UpstreamUnavailable(String),
+    #[error("upstream did not answer within {0:?}")]
+    UpstreamTimeout(std::time::Duration),
+}
+
+impl ProxyError {
+    /// The one mapping from error to status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Signature(_) => StatusCode::UNAUTHORIZED,
+            ProxyError::Payload(PayloadError::UnsupportedContentType) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            ProxyError::Payload(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The short reason sent to the client: no internals, no secrets.
+    pub fn client_reason(&self) -> String {
+        match self {
+            ProxyError::Store(_) => "installation store unavailable".to_owned(),
+            ProxyError::UpstreamUnavailable(_) => "upstream unavailable".to_owned(),
+            ProxyError::UpstreamTimeout(_) => "upstream timed out".to_owned(),
+            ProxyError::Payload(PayloadError::MalformedJson(_)) => "malformed JSON body".to_owned(),
+            ProxyError::Payload(PayloadError::MalformedPayload(_)) => {
+                "malformed payload field".to_owned()
+            }
+            other => other.to_string(),
+        }
+    }
+
+    fn into_response(self) -> Response<Body> {
+        let status = self.status();
+        let mut r = text(status, self.client_reason());
+        if matches!(self, ProxyError::MethodNotAllowed) {
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        r
+    }
+}
+
+/// The installation a request resolved to.
+struct Resolved {
+    identity: Identity,
+    bot: Option<Installation>,
+    user: Option<Installation>,
+}
+
+/// Handles a request to a Slack path. Never panics on input; every refusal is a status.
+pub async fn handle(
+    gw: &Arc<Gateway>,
+    live: &Arc<Live>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    scheme: &'static str,
+) -> Response<Body> {
+    match run(gw, live, req, peer, scheme).await {
+        Ok(r) => r,
+        Err(e) => {
+            match &e {
+                ProxyError::Signature(reason) => {
+                    gw.metrics.signature_failure(reason.as_str());
+                    tracing::info!(%peer, reason = reason.as_str(), "refused unsigned or badly signed request");
+                }
+                ProxyError::Store(_)
+                | ProxyError::UpstreamUnavailable(_)
+                | ProxyError::UpstreamTimeout(_) => {
+                    tracing::warn!(%peer, error = %e, "slack request failed");
+                }
+                _ => tracing::info!(%peer, error = %e, "refused slack request"),
+            }
+            e.into_response()
+        }
+    }
+}
+
+async fn run(
+    gw: &Arc<Gateway>,
+    live: &Arc<Live>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    scheme: &'static str,
+) -> Result<Response<Body>, ProxyError> {
+    if req.method() != Method::POST {
+        return Err(ProxyError::MethodNotAllowed);
+    }
+    let (mut parts, body) = req.into_parts();
+    let body = read_body(body, &parts.headers, live.config.server.max_body_bytes).await?;
+    let kind = payload::content_kind(
+        parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .map(HeaderValue::as_bytes),
+    );
+
+    if let Err(reason) = verify_signature(live, &parts.headers, &body) {
+        // Slack's one unsigned request; answered, never forwarded.
+        if payload::is_ssl_check(kind, &body) {
+            return Ok(empty(StatusCode::OK));
+        }
+        return Err(ProxyError::Signature(reason));
+    }
+
+    let parsed = payload::parse(kind, &body)?;
+    match &parsed.action {
+        Action::UrlVerification { challenge } => {
+            return Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({ "challenge": challenge }),
+            ));
+        }
+        Action::SslCheck => return Ok(empty(StatusCode::OK)),
+        _ => {}
+    }
+
+    let resolved = resolve_installation(gw, live, parsed.identity.clone()).await?;
+    apply_lifecycle(gw, live, &parsed, &resolved).await?;
+
+    headers::rewrite_request(
+        &mut parts.headers,
+        &live.strip,
+        peer,
+        scheme,
+        &live.config.server.trusted_proxies,
+    );
+    inject(live, &mut parts.headers, &resolved);
+    tracing::debug!(kind = %parsed.kind, team = ?resolved.identity.team_id, found = resolved.bot.is_some(), "forwarding");
+    forward(gw, live, parts, body).await
+}
+
+/// Stage 1: the body, bounded by `server.max_body_bytes`.
+async fn read_body(
+    body: Incoming,
+    headers: &http::HeaderMap,
+    max: usize,
+) -> Result<Bytes, ProxyError> {
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > max as u64 {
+            return Err(ProxyError::BodyTooLarge(max));
+        }
+    }
+    match Limited::new(body, max).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ProxyError::BodyTooLarge(max)),
+        Err(e) => Err(ProxyError::BodyRead(e.to_string())),
+    }
+}
+
+/// Stage 2: the signature, against the current and previous signing secrets.
+fn verify_signature(
+    live: &Live,
+    headers: &http::HeaderMap,
+    body: &[u8],
+) -> Result<(), SignatureError> {
+    signature::verify(
+        live.config.signing_secrets(),
+        headers
+            .get("x-slack-request-timestamp")
+            .map(HeaderValue::as_bytes),
+        headers.get("x-slack-signature").map(HeaderValue::as_bytes),
+        body,
+        unix_now(),
+    )
+    .map(|_| ())
+}
+
+/// Stage 5: the installation for the payload's identity (the org's for org-wide installs).
+async fn resolve_installation(
+    gw: &Gateway,
+    live: &Live,
+    identity: Identity,
+) -> Result<Resolved, ProxyError> {
+    let app = &live.config.slack.client_id;
+    let team = team_ref(&identity);
+    let bot = if team.enterprise_id.is_none() && team.team_id.is_none() {
+        None
+    } else {
+        store::find_bot_for(gw.store.as_ref(), app, &team).await?
+    };
+    let user = match (&identity.user_id, live.config.upstream.inject_user_token) {
+        (Some(uid), true) if bot.is_some() => {
+            store::find_user_for(gw.store.as_ref(), app, &team, uid)
+                .await
+                .or_else(|e| match e {
+                    // A user id that cannot be a key simply has no installation.
+                    StoreError::InvalidId(_) => Ok(None),
+                    e => Err(e),
+                })?
+        }
+        _ => None,
+    };
+    Ok(Resolved {
+        identity,
+        bot,
+        user,
+    })
+}
+
+fn team_ref(identity: &Identity) -> TeamRef {
+    TeamRef::new(
+        identity.enterprise_id.as_deref(),
+        identity.team_id.as_deref(),
+        identity.is_enterprise_install,
+    )
+}
+
+/// Stage 6: `app_uninstalled` and `tokens_revoked` delete what they name, then forward.
+async fn apply_lifecycle(
+    gw: &Gateway,
+    live: &Live,
+    parsed: &Parsed,
+    resolved: &Resolved,
+) -> Result<(), ProxyError> {
+    let app = &live.config.slack.client_id;
+    let team = match &resolved.bot {
+        // Delete where the installation actually lives (an org-wide one, say).
+        Some(bot) => bot.team_ref(),
+        None => team_ref(&resolved.identity),
+    };
+    match &parsed.action {
+        Action::Uninstalled => {
+            let n = gw.store.delete_team(app, &team).await?;
+            tracing::info!(team = %team.admin_id(), records = n, "app_uninstalled: installation deleted");
+        }
+        Action::TokensRevoked {
+            user_ids,
+            bot_user_ids,
+        } => {
+            for uid in user_ids {
+                match gw.store.delete_user(app, &team, uid).await {
+                    Ok(_) | Err(StoreError::InvalidId(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let bot_named = resolved.bot.as_ref().is_some_and(|b| {
+                b.bot_user_id
+                    .as_ref()
+                    .is_none_or(|id| bot_user_ids.contains(id))
+            });
+            if !bot_user_ids.is_empty() && bot_named {
+                gw.store.delete_bot(app, &team).await?;
+            }
+            tracing::info!(team = %team.admin_id(), users = user_ids.len(), bots = bot_user_ids.len(), "tokens_revoked: tokens deleted");
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Stage 8b: the injected headers, after every inbound copy was removed.
+fn inject(live: &Live, headers: &mut http::HeaderMap, r: &Resolved) {
+    let names = &live.config.upstream.headers;
+    let id = &r.identity;
+    if let Some(t) = &id.team_id {
+        put(headers, &names.team_id, t, false);
+    }
+    if let Some(e) = &id.enterprise_id {
+        put(headers, &names.enterprise_id, e, false);
+    }
+    let enterprise_install = r
+        .bot
+        .as_ref()
+        .map_or(id.is_enterprise_install, |b| b.is_enterprise_install);
+    put(
+        headers,
+        &names.enterprise_install,
+        if enterprise_install { "true" } else { "false" },
+        false,
+    );
+    if let Some(bot) = &r.bot {
+        if let Some(t) = &bot.bot_token {
+            put(headers, &names.bot_token, t.expose(), true);
+        }
+        if let Some(b) = &bot.bot_id {
+            put(headers, &names.bot_id, b, false);
+        }
+        if let Some(b) = &bot.bot_user_id {
+            put(headers, &names.bot_user_id, b, false);
+        }
+    }
+    if let Some(t) = r.user.as_ref().and_then(|u| u.user_token.as_ref()) {
+        put(headers, &names.user_token, t.expose(), true);
+    }
+}
+
+/// Sets one header; a value that cannot be a header (never the case for Slack ids and
+/// tokens) is left out rather than sent mangled.
+fn put(headers: &mut http::HeaderMap, name: &http::HeaderName, value: &str, sensitive: bool) {
+    if let Ok(mut v) = HeaderValue::from_str(value) {
+        v.set_sensitive(sensitive);
+        headers.insert(name.clone(), v);
+    }
+}
+
+/// Stages 8c and 9: send to the upstream and relay its answer as it is.
+async fn forward(
+    gw: &Gateway,
+    live: &Live,
+    mut parts: http::request::Parts,
+    body: Bytes,
+) -> Result<Response<Body>, ProxyError> {
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let uri: Uri = format!("{}{}", live.upstream_base, path_and_query)
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| ProxyError::UpstreamUnavailable(e.to_string()))?;
+    parts.uri = uri;
+    parts.version = http::Version::HTTP_11;
+    let req = Request::from_parts(parts, Full::new(body));
+    let timeout = live.config.upstream.timeout;
+    let resp = match tokio::time::timeout(timeout, gw.upstream.request(req)).await {
+        Err(_) => {
+            gw.metrics.upstream_error("timeout");
+            return Err(ProxyError::UpstreamTimeout(timeout));
+        }
+        Ok(Err(e)) => {
+            gw.metrics.upstream_error(if e.is_connect() {
+                "connect"
+            } else {
+                "protocol"
+            });
+            return Err(ProxyError::UpstreamUnavailable(error_chain(&e)));
+        }
+        Ok(Ok(r)) => r,
+    };
+    let (mut parts, body) = resp.into_parts();
+    headers::remove_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(parts, Either::Right(body)))
+}
+
+/// An error and its sources on one line, for logs.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_its_status() {
+        let cases = [
+            (ProxyError::MethodNotAllowed, 405),
+            (ProxyError::BodyTooLarge(10), 413),
+            (ProxyError::BodyRead("x".into()), 400),
+            (ProxyError::Signature(SignatureError::Mismatch), 401),
+            (
+                ProxyError::Payload(PayloadError::UnsupportedContentType),
+                415,
+            ),
+            (ProxyError::Payload(PayloadError::MalformedForm), 400),
+            (
+                ProxyError::Payload(PayloadError::MalformedJson("x".into())),
+                400,
+            ),
+            (ProxyError::Store(StoreError::InvalidId("x".into())), 503),
+            (ProxyError::UpstreamUnavailable("x".into()), 502),
+            (
+                ProxyError::UpstreamTimeout(std::time::Duration::from_secs(1)),
+                504,
+            ),
+        ];
+        for (e, status) in cases {
+            assert_eq!(e.status().as_u16(), status, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn client_reasons_hide_internals() {
+        let e = ProxyError::UpstreamUnavailable("tcp connect error: 127.0.0.1:8080 refused".into());
+        assert_eq!(e.client_reason(), "upstream unavailable");
+        assert_eq!(
+            ProxyError::Signature(SignatureError::StaleTimestamp).client_reason(),
+            "invalid signature: stale_timestamp"
+        );
+    }
+}

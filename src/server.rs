@@ -1,0 +1,135 @@
+//! Listeners: accept loops, per-connection HTTP/1 serving, limits and graceful shutdown.
+//!
+//! [`serve`] takes an already-bound listener (tests bind port 0) and a shutdown signal. On
+//! shutdown it stops accepting, then lets open connections finish their in-flight requests for
+//! up to the grace period; keep-alive connections are closed after their current request.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+use crate::gateway::Gateway;
+use crate::http::Body;
+
+/// A client must send its request headers within this time (slowloris).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once per listener; more wait in the kernel's backlog.
+pub const MAX_CONNECTIONS: usize = 10_000;
+/// Pause after a failed accept (out of file descriptors, say) before trying again.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Which listener: decides the router and the scheme reported to the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    Public,
+    Admin,
+}
+
+/// A shutdown signal: flips to `true` once.
+pub type Shutdown = watch::Receiver<bool>;
+
+/// Serves `listener` until `shutdown` flips, then drains for at most `grace`.
+pub async fn serve(
+    gw: Arc<Gateway>,
+    listener: TcpListener,
+    which: Listener,
+    mut shutdown: Shutdown,
+    grace: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true)
+        .max_buf_size(64 * 1024);
+    let stopped = async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    };
+    tokio::pin!(stopped);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut stopped => break,
+            p = limit.clone().acquire_owned() => p.expect("semaphore never closed"),
+        };
+        let (stream, peer) = tokio::select! {
+            _ = &mut stopped => break,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let gw = gw.clone();
+        let svc = service_fn(move |req| {
+            let gw = gw.clone();
+            async move { Ok::<_, Infallible>(route(&gw, req, peer, which).await) }
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), svc);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(grace) => tracing::warn!(?grace, "grace period over; closing remaining connections"),
+    }
+}
+
+async fn route(
+    gw: &Arc<Gateway>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    which: Listener,
+) -> Response<Body> {
+    match which {
+        Listener::Public => route_public(gw, req, peer).await,
+        Listener::Admin => crate::admin::handle(gw, req).await,
+    }
+}
+
+async fn route_public(
+    gw: &Arc<Gateway>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    use crate::metrics::Route;
+    let started = Instant::now();
+    let live = gw.live();
+    let path = req.uri().path();
+    let cfg = &live.config;
+    let (route, resp) = if cfg.upstream.slack_paths.iter().any(|p| p == path) {
+        (
+            Route::Slack,
+            crate::proxy::handle(gw, &live, req, peer, "http").await,
+        )
+    } else {
+        (
+            Route::NotFound,
+            crate::http::text(http::StatusCode::NOT_FOUND, "not found"),
+        )
+    };
+    gw.metrics
+        .observe_request(route, resp.status().as_u16(), started.elapsed());
+    resp
+}

@@ -1,0 +1,317 @@
+//! The contract every [`InstallationStore`] backend must pass.
+//!
+//! Call [`run_all`] from a test with a factory that returns a fresh, empty store. Each check
+//! panics with a message naming the rule it broke. `tests/store_contract.rs` runs it for every
+//! backend in this crate; a new backend adds one line there.
+
+use super::{find_bot_for, Installation, InstallationStore, RecordKind, TeamRef, Token};
+
+const APP: &str = "111.222";
+
+/// A workspace installation with a bot, made by `user`.
+pub fn workspace_install(team: &str, user: &str, bot_token: &str) -> Installation {
+    Installation {
+        app_id: Some("A111".into()),
+        team_id: Some(team.into()),
+        team_name: Some(format!("Team {team}")),
+        bot_token: Some(Token::new(bot_token)),
+        bot_id: Some(format!("B{team}")),
+        bot_user_id: Some(format!("U{team}BOT")),
+        bot_scopes: Some("chat:write,commands".into()),
+        user_id: user.into(),
+        is_enterprise_install: false,
+        token_type: Some("bot".into()),
+        installed_at: 1_700_000_000.5,
+        ..Default::default()
+    }
+}
+
+/// An org-wide installation of enterprise `ent`.
+pub fn org_install(ent: &str, user: &str, bot_token: &str) -> Installation {
+    Installation {
+        enterprise_id: Some(ent.into()),
+        enterprise_name: Some("Org".into()),
+        enterprise_url: Some("https://org.enterprise.slack.com/".into()),
+        team_id: None,
+        is_enterprise_install: true,
+        ..workspace_install("unused", user, bot_token)
+    }
+}
+
+fn team(t: &str) -> TeamRef {
+    TeamRef::new(None, Some(t), false)
+}
+
+/// Runs every contract check, each on a fresh store from `make`.
+pub async fn run_all<S, F>(make: F)
+where
+    S: InstallationStore,
+    F: Fn() -> S,
+{
+    save_then_find_returns_every_field(&make()).await;
+    latest_bot_wins(&make()).await;
+    user_tokens_are_per_user(&make()).await;
+    user_only_install_keeps_the_bot(&make()).await;
+    org_wide_install_is_found_by_enterprise_alone(&make()).await;
+    enterprise_workspace_is_not_confused_with_plain_workspace(&make()).await;
+    apps_are_isolated(&make()).await;
+    delete_team_removes_everything_of_that_team_only(&make()).await;
+    delete_bot_and_user(&make()).await;
+    list_names_every_record(&make()).await;
+    bot_count_follows_saves_and_deletes(&make()).await;
+    invalid_ids_are_refused(&make()).await;
+}
+
+async fn save_then_find_returns_every_field(s: &dyn InstallationStore) {
+    let mut inst = workspace_install("T1", "U1", "xoxb-1");
+    inst.user_token = Some(Token::new("xoxp-1"));
+    inst.user_scopes = Some("search:read".into());
+    inst.bot_refresh_token = Some(Token::new("xoxe-1-r"));
+    inst.bot_token_expires_at = Some(1_800_000_000);
+    inst.incoming_webhook_url = Some("https://hooks.slack.com/x".into());
+    inst.enterprise_url = None;
+    s.save(APP, &inst).await.unwrap();
+    assert_eq!(
+        s.find_bot(APP, &team("T1")).await.unwrap(),
+        Some(inst.clone()),
+        "bot record keeps every field"
+    );
+    assert_eq!(
+        s.find_latest(APP, &team("T1")).await.unwrap(),
+        Some(inst.clone()),
+        "latest record"
+    );
+    assert_eq!(
+        s.find_user(APP, &team("T1"), "U1").await.unwrap(),
+        Some(inst),
+        "user record"
+    );
+    assert_eq!(
+        s.find_bot(APP, &team("T2")).await.unwrap(),
+        None,
+        "unknown team finds nothing"
+    );
+}
+
+async fn latest_bot_wins(s: &dyn InstallationStore) {
+    s.save(APP, &workspace_install("T1", "U1", "xoxb-old"))
+        .await
+        .unwrap();
+    s.save(APP, &workspace_install("T1", "U2", "xoxb-new"))
+        .await
+        .unwrap();
+    let bot = s.find_bot(APP, &team("T1")).await.unwrap().expect("bot");
+    assert_eq!(
+        bot.bot_token.unwrap().expose(),
+        "xoxb-new",
+        "the latest bot wins"
+    );
+    assert_eq!(
+        s.find_latest(APP, &team("T1"))
+            .await
+            .unwrap()
+            .unwrap()
+            .user_id,
+        "U2"
+    );
+}
+
+async fn user_tokens_are_per_user(s: &dyn InstallationStore) {
+    let mut a = workspace_install("T1", "U1", "xoxb-1");
+    a.user_token = Some(Token::new("xoxp-u1"));
+    let mut b = workspace_install("T1", "U2", "xoxb-2");
+    b.user_token = Some(Token::new("xoxp-u2"));
+    s.save(APP, &a).await.unwrap();
+    s.save(APP, &b).await.unwrap();
+    let u1 = s
+        .find_user(APP, &team("T1"), "U1")
+        .await
+        .unwrap()
+        .expect("U1");
+    let u2 = s
+        .find_user(APP, &team("T1"), "U2")
+        .await
+        .unwrap()
+        .expect("U2");
+    assert_eq!(u1.user_token.unwrap().expose(), "xoxp-u1");
+    assert_eq!(u2.user_token.unwrap().expose(), "xoxp-u2");
+    assert_eq!(s.find_user(APP, &team("T1"), "U3").await.unwrap(), None);
+}
+
+async fn user_only_install_keeps_the_bot(s: &dyn InstallationStore) {
+    s.save(APP, &workspace_install("T1", "U1", "xoxb-1"))
+        .await
+        .unwrap();
+    let mut user_only = workspace_install("T1", "U2", "unused");
+    user_only.bot_token = None;
+    user_only.user_token = Some(Token::new("xoxp-2"));
+    s.save(APP, &user_only).await.unwrap();
+    let bot = s
+        .find_bot(APP, &team("T1"))
+        .await
+        .unwrap()
+        .expect("bot survives a user-only install");
+    assert_eq!(bot.bot_token.unwrap().expose(), "xoxb-1");
+}
+
+async fn org_wide_install_is_found_by_enterprise_alone(s: &dyn InstallationStore) {
+    s.save(APP, &org_install("E1", "U1", "xoxb-org"))
+        .await
+        .unwrap();
+    let by_org = TeamRef::new(Some("E1"), Some("T-any"), true);
+    assert_eq!(by_org.team_id, None, "org-wide lookups ignore the team");
+    let found = s
+        .find_bot(APP, &by_org)
+        .await
+        .unwrap()
+        .expect("org install");
+    assert_eq!(found.bot_token.unwrap().expose(), "xoxb-org");
+    // A workspace of the org that has no install of its own falls back to the org's.
+    let ws = TeamRef::new(Some("E1"), Some("T9"), false);
+    assert_eq!(
+        s.find_bot(APP, &ws).await.unwrap(),
+        None,
+        "no workspace record"
+    );
+    let via = find_bot_for(s, APP, &ws)
+        .await
+        .unwrap()
+        .expect("falls back to the org");
+    assert_eq!(via.enterprise_id.as_deref(), Some("E1"));
+}
+
+async fn enterprise_workspace_is_not_confused_with_plain_workspace(s: &dyn InstallationStore) {
+    let mut grid = workspace_install("T1", "U1", "xoxb-grid");
+    grid.enterprise_id = Some("E1".into());
+    s.save(APP, &grid).await.unwrap();
+    assert!(s
+        .find_bot(APP, &TeamRef::new(Some("E1"), Some("T1"), false))
+        .await
+        .unwrap()
+        .is_some());
+    assert!(
+        s.find_bot(APP, &team("T1")).await.unwrap().is_none(),
+        "(none, T1) is another key"
+    );
+    assert!(
+        s.find_bot(APP, &TeamRef::new(Some("E1"), None, true))
+            .await
+            .unwrap()
+            .is_none(),
+        "not an org install"
+    );
+}
+
+async fn apps_are_isolated(s: &dyn InstallationStore) {
+    s.save(APP, &workspace_install("T1", "U1", "xoxb-app1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.find_bot("999.888", &team("T1")).await.unwrap(),
+        None,
+        "another client_id sees nothing"
+    );
+    assert!(s.list("999.888").await.unwrap().is_empty());
+}
+
+async fn delete_team_removes_everything_of_that_team_only(s: &dyn InstallationStore) {
+    let mut a = workspace_install("T1", "U1", "xoxb-1");
+    a.user_token = Some(Token::new("xoxp-1"));
+    s.save(APP, &a).await.unwrap();
+    s.save(APP, &workspace_install("T10", "U1", "xoxb-10"))
+        .await
+        .unwrap();
+    let removed = s.delete_team(APP, &team("T1")).await.unwrap();
+    assert_eq!(removed, 3, "bot, latest and user records");
+    assert_eq!(s.find_bot(APP, &team("T1")).await.unwrap(), None);
+    assert_eq!(s.find_user(APP, &team("T1"), "U1").await.unwrap(), None);
+    assert!(
+        s.find_bot(APP, &team("T10")).await.unwrap().is_some(),
+        "T10 shares a prefix with T1 but stays"
+    );
+    assert_eq!(
+        s.delete_team(APP, &team("T1")).await.unwrap(),
+        0,
+        "deleting twice is harmless"
+    );
+}
+
+async fn delete_bot_and_user(s: &dyn InstallationStore) {
+    let mut a = workspace_install("T1", "U1", "xoxb-1");
+    a.user_token = Some(Token::new("xoxp-1"));
+    s.save(APP, &a).await.unwrap();
+    assert_eq!(s.delete_user(APP, &team("T1"), "U1").await.unwrap(), 1);
+    assert_eq!(s.find_user(APP, &team("T1"), "U1").await.unwrap(), None);
+    assert!(
+        s.find_bot(APP, &team("T1")).await.unwrap().is_some(),
+        "the bot stays"
+    );
+    assert_eq!(s.delete_bot(APP, &team("T1")).await.unwrap(), 1);
+    assert_eq!(s.find_bot(APP, &team("T1")).await.unwrap(), None);
+    assert_eq!(s.delete_bot(APP, &team("T1")).await.unwrap(), 0);
+}
+
+async fn list_names_every_record(s: &dyn InstallationStore) {
+    s.save(APP, &workspace_install("T1", "U1", "xoxb-1"))
+        .await
+        .unwrap();
+    s.save(APP, &org_install("E1", "U2", "xoxb-2"))
+        .await
+        .unwrap();
+    let records = s.list(APP).await.unwrap();
+    assert_eq!(
+        records.len(),
+        6,
+        "bot, latest and user for each of two teams"
+    );
+    assert!(records
+        .iter()
+        .any(|r| r.kind == RecordKind::Bot && r.team == team("T1")));
+    assert!(records
+        .iter()
+        .any(|r| r.kind == RecordKind::User("U2".into())
+            && r.team == TeamRef::new(Some("E1"), None, true)));
+}
+
+async fn bot_count_follows_saves_and_deletes(s: &dyn InstallationStore) {
+    assert_eq!(s.bot_count(), 0);
+    s.save(APP, &workspace_install("T1", "U1", "xoxb-1"))
+        .await
+        .unwrap();
+    s.save(APP, &workspace_install("T1", "U2", "xoxb-2"))
+        .await
+        .unwrap();
+    s.save(APP, &workspace_install("T2", "U1", "xoxb-3"))
+        .await
+        .unwrap();
+    assert_eq!(s.bot_count(), 2, "one bot per team");
+    s.delete_team(APP, &team("T1")).await.unwrap();
+    assert_eq!(s.bot_count(), 1);
+    s.delete_bot(APP, &team("T2")).await.unwrap();
+    assert_eq!(s.bot_count(), 0);
+}
+
+async fn invalid_ids_are_refused(s: &dyn InstallationStore) {
+    for bad in ["", "T1/../T2", "-"] {
+        let mut inst = workspace_install("T1", "U1", "xoxb-1");
+        inst.team_id = Some(bad.into());
+        if bad.is_empty() {
+            // An empty team id means "none", which is a valid key for a team-less record.
+            continue;
+        }
+        assert!(
+            s.save(APP, &inst).await.is_err(),
+            "team id {bad:?} must be refused"
+        );
+    }
+    assert!(
+        s.find_user(APP, &team("T1"), "U1/x").await.is_err(),
+        "user id with '/' refused"
+    );
+    assert!(
+        s.save("a/b", &workspace_install("T1", "U1", "x"))
+            .await
+            .is_err(),
+        "app id with '/' refused"
+    );
+}

@@ -1,0 +1,136 @@
+//! A process-local backend: the same records and keys as [`super::sled::SledStore`] in a
+//! `BTreeMap`. Nothing survives the process; used by tests and offline tools, and as the
+//! second implementation that keeps the contract suite honest.
+
+use std::collections::BTreeMap;
+use std::sync::RwLock;
+
+use async_trait::async_trait;
+
+use super::{
+    check_id, parse_record_key, team_prefix, Installation, InstallationStore, StoreError,
+    StoredRecord, TeamRef,
+};
+
+/// Installations in memory.
+#[derive(Default)]
+pub struct MemoryStore {
+    records: RwLock<BTreeMap<String, Installation>>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn get(&self, key: &str) -> Option<Installation> {
+        self.records.read().expect("store lock").get(key).cloned()
+    }
+
+    fn remove_prefix(&self, prefix: &str, exact: bool) -> usize {
+        let mut map = self.records.write().expect("store lock");
+        let keys: Vec<String> = map
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter(|(k, _)| !exact || k.as_str() == prefix)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &keys {
+            map.remove(k);
+        }
+        keys.len()
+    }
+}
+
+#[async_trait]
+impl InstallationStore for MemoryStore {
+    async fn save(&self, app: &str, inst: &Installation) -> Result<(), StoreError> {
+        let prefix = team_prefix(app, &inst.team_ref())?;
+        let user_key = if inst.user_id.is_empty() {
+            None
+        } else {
+            Some(format!("{prefix}user/{}", check_id(&inst.user_id)?))
+        };
+        let mut map = self.records.write().expect("store lock");
+        map.insert(format!("{prefix}latest"), inst.clone());
+        if inst.bot_token.is_some() {
+            map.insert(format!("{prefix}bot"), inst.clone());
+        }
+        if let Some(k) = user_key {
+            map.insert(k, inst.clone());
+        }
+        Ok(())
+    }
+
+    async fn find_bot(
+        &self,
+        app: &str,
+        team: &TeamRef,
+    ) -> Result<Option<Installation>, StoreError> {
+        Ok(self.get(&format!("{}bot", team_prefix(app, team)?)))
+    }
+
+    async fn find_user(
+        &self,
+        app: &str,
+        team: &TeamRef,
+        user_id: &str,
+    ) -> Result<Option<Installation>, StoreError> {
+        Ok(self.get(&format!(
+            "{}user/{}",
+            team_prefix(app, team)?,
+            check_id(user_id)?
+        )))
+    }
+
+    async fn find_latest(
+        &self,
+        app: &str,
+        team: &TeamRef,
+    ) -> Result<Option<Installation>, StoreError> {
+        Ok(self.get(&format!("{}latest", team_prefix(app, team)?)))
+    }
+
+    async fn delete_bot(&self, app: &str, team: &TeamRef) -> Result<usize, StoreError> {
+        Ok(self.remove_prefix(&format!("{}bot", team_prefix(app, team)?), true))
+    }
+
+    async fn delete_user(
+        &self,
+        app: &str,
+        team: &TeamRef,
+        user_id: &str,
+    ) -> Result<usize, StoreError> {
+        let key = format!("{}user/{}", team_prefix(app, team)?, check_id(user_id)?);
+        Ok(self.remove_prefix(&key, true))
+    }
+
+    async fn delete_team(&self, app: &str, team: &TeamRef) -> Result<usize, StoreError> {
+        Ok(self.remove_prefix(&team_prefix(app, team)?, false))
+    }
+
+    async fn list(&self, app: &str) -> Result<Vec<StoredRecord>, StoreError> {
+        let prefix = format!("inst/{}/", check_id(app)?);
+        let map = self.records.read().expect("store lock");
+        map.range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, v)| {
+                let (team, kind) = parse_record_key(&prefix, k)?;
+                Ok(StoredRecord {
+                    team,
+                    kind,
+                    installation: v.clone(),
+                })
+            })
+            .collect()
+    }
+
+    fn bot_count(&self) -> u64 {
+        let map = self.records.read().expect("store lock");
+        map.keys().filter(|k| k.ends_with("/bot")).count() as u64
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,339 @@
+//! The installation store: what `oauth.v2.access` returned for each workspace, org and user.
+//!
+//! [`InstallationStore`] is the one interface the rest of the gateway uses; [`sled::SledStore`]
+//! is the embedded default and [`memory::MemoryStore`] a process-local one for tests and tools.
+//! Every backend must pass [`contract::run_all`], the shared contract suite.
+//!
+//! Layout (every backend keeps the same logical records):
+//! - records are scoped by the Slack app's `client_id`, so one store can serve several apps;
+//! - a team is `(enterprise_id, team_id)`; an org-wide install is `(enterprise_id, none)` and is
+//!   found by its enterprise alone;
+//! - per team: the latest bot (`bot`), the latest installation whoever made it (`latest`), and
+//!   one record per installing user (`user/{user_id}`) holding that user's token;
+//! - records are versioned ([`RECORD_VERSION`]) so the format can change without a migration
+//!   step that could lose data.
+//!
+//! `save` returns only once the write is durable: the OAuth callback acknowledges an install
+//! after `save`, so a crash after the success page never loses it.
+
+pub mod contract;
+pub mod memory;
+pub mod sled;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// Version written into every stored record.
+pub const RECORD_VERSION: u32 = 1;
+
+/// A Slack token. Serializes as itself (the store and export need it) but never `Debug`s.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Token(String);
+
+impl Token {
+    pub fn new(s: impl Into<String>) -> Self {
+        Token(s.into())
+    }
+    /// The token itself, for the one header or API call that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Show the token type prefix only (xoxb/xoxp/xoxe), which is not secret.
+        let kind = self
+            .0
+            .split('-')
+            .next()
+            .filter(|p| p.starts_with("xox"))
+            .unwrap_or("token");
+        write!(f, "{kind}-<redacted>")
+    }
+}
+
+/// One installation, with the field names of `slack_sdk`'s `Installation` so exports load in
+/// Python as `Installation(**line)`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Installation {
+    pub app_id: Option<String>,
+    pub enterprise_id: Option<String>,
+    pub enterprise_name: Option<String>,
+    pub enterprise_url: Option<String>,
+    pub team_id: Option<String>,
+    pub team_name: Option<String>,
+    pub bot_token: Option<Token>,
+    pub bot_id: Option<String>,
+    pub bot_user_id: Option<String>,
+    /// Comma-joined, as `slack_sdk` writes it.
+    pub bot_scopes: Option<String>,
+    pub bot_refresh_token: Option<Token>,
+    /// Unix seconds.
+    pub bot_token_expires_at: Option<i64>,
+    pub user_id: String,
+    pub user_token: Option<Token>,
+    pub user_scopes: Option<String>,
+    pub user_refresh_token: Option<Token>,
+    pub user_token_expires_at: Option<i64>,
+    pub incoming_webhook_url: Option<String>,
+    pub incoming_webhook_channel: Option<String>,
+    pub incoming_webhook_channel_id: Option<String>,
+    pub incoming_webhook_configuration_url: Option<String>,
+    pub is_enterprise_install: bool,
+    pub token_type: Option<String>,
+    /// Unix seconds, fractional.
+    pub installed_at: f64,
+}
+
+impl Installation {
+    /// The team this installation belongs to.
+    pub fn team_ref(&self) -> TeamRef {
+        TeamRef::new(
+            self.enterprise_id.as_deref(),
+            self.team_id.as_deref(),
+            self.is_enterprise_install,
+        )
+    }
+
+    /// The id the admin API and CLI use: the team id, or the enterprise id of an org-wide
+    /// install.
+    pub fn admin_id(&self) -> String {
+        self.team_ref().admin_id()
+    }
+}
+
+/// Which team's records: `(enterprise, team)`, or `(enterprise, none)` for an org-wide install.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TeamRef {
+    pub enterprise_id: Option<String>,
+    /// `None` for an org-wide install (found by enterprise alone).
+    pub team_id: Option<String>,
+}
+
+impl TeamRef {
+    /// The record key of a team. An org-wide install ignores the team id.
+    pub fn new(
+        enterprise_id: Option<&str>,
+        team_id: Option<&str>,
+        is_enterprise_install: bool,
+    ) -> Self {
+        let clean = |s: Option<&str>| s.filter(|s| !s.is_empty()).map(str::to_owned);
+        let enterprise_id = clean(enterprise_id);
+        let team_id = if is_enterprise_install && enterprise_id.is_some() {
+            None
+        } else {
+            clean(team_id)
+        };
+        TeamRef {
+            enterprise_id,
+            team_id,
+        }
+    }
+
+    /// The org-wide record of this team's enterprise, if it has one.
+    pub fn org(&self) -> Option<TeamRef> {
+        self.enterprise_id.as_ref().map(|e| TeamRef {
+            enterprise_id: Some(e.clone()),
+            team_id: None,
+        })
+    }
+
+    pub fn admin_id(&self) -> String {
+        match (&self.team_id, &self.enterprise_id) {
+            (Some(t), _) => t.clone(),
+            (None, Some(e)) => e.clone(),
+            (None, None) => "-".to_owned(),
+        }
+    }
+}
+
+/// Why the store failed. Details go to logs; clients see a 5xx.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the installation store at {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("installation store I/O failed: {0}")]
+    Io(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("stored record {key} is corrupt: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("invalid id {0:?}: ids must be non-empty and contain no '/'")]
+    InvalidId(String),
+}
+
+/// The storage interface. Implementations must pass [`contract::run_all`].
+#[async_trait]
+pub trait InstallationStore: Send + Sync + 'static {
+    /// Saves an installation as `slack_sdk` does: the team's latest installation, its latest
+    /// bot (when the installation has a bot token) and the installing user's record. Durable
+    /// when it returns.
+    async fn save(&self, app: &str, inst: &Installation) -> Result<(), StoreError>;
+
+    /// The team's latest bot installation.
+    async fn find_bot(&self, app: &str, team: &TeamRef)
+        -> Result<Option<Installation>, StoreError>;
+
+    /// The latest installation made by `user_id` in the team (with that user's token).
+    async fn find_user(
+        &self,
+        app: &str,
+        team: &TeamRef,
+        user_id: &str,
+    ) -> Result<Option<Installation>, StoreError>;
+
+    /// The team's latest installation, whoever made it.
+    async fn find_latest(
+        &self,
+        app: &str,
+        team: &TeamRef,
+    ) -> Result<Option<Installation>, StoreError>;
+
+    /// Removes the team's bot. Returns how many records went.
+    async fn delete_bot(&self, app: &str, team: &TeamRef) -> Result<usize, StoreError>;
+
+    /// Removes one user's installation record in the team.
+    async fn delete_user(
+        &self,
+        app: &str,
+        team: &TeamRef,
+        user_id: &str,
+    ) -> Result<usize, StoreError>;
+
+    /// Removes everything stored for the team.
+    async fn delete_team(&self, app: &str, team: &TeamRef) -> Result<usize, StoreError>;
+
+    /// Every record of the app: for each team its bot, its latest installation and each user's.
+    /// Used by the admin API and export; not on the request path.
+    async fn list(&self, app: &str) -> Result<Vec<StoredRecord>, StoreError>;
+
+    /// Number of teams and orgs with a bot, across all apps (a metrics gauge).
+    fn bot_count(&self) -> u64;
+
+    /// Makes every write so far durable.
+    async fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// A record as listed: which kind it is and the installation it holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRecord {
+    pub team: TeamRef,
+    pub kind: RecordKind,
+    pub installation: Installation,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordKind {
+    Bot,
+    Latest,
+    User(String),
+}
+
+/// The bot for a request's identity: the team's own, else its org's org-wide install.
+pub async fn find_bot_for(
+    store: &dyn InstallationStore,
+    app: &str,
+    team: &TeamRef,
+) -> Result<Option<Installation>, StoreError> {
+    if let Some(found) = store.find_bot(app, team).await? {
+        return Ok(Some(found));
+    }
+    match team.org() {
+        Some(org) if org != *team => store.find_bot(app, &org).await,
+        _ => Ok(None),
+    }
+}
+
+/// The acting user's installation, looked up like [`find_bot_for`].
+pub async fn find_user_for(
+    store: &dyn InstallationStore,
+    app: &str,
+    team: &TeamRef,
+    user_id: &str,
+) -> Result<Option<Installation>, StoreError> {
+    if let Some(found) = store.find_user(app, team, user_id).await? {
+        return Ok(Some(found));
+    }
+    match team.org() {
+        Some(org) if org != *team => store.find_user(app, &org, user_id).await,
+        _ => Ok(None),
+    }
+}
+
+/// Stands for an absent enterprise or team in a key.
+const NONE: &str = "-";
+
+/// `inst/{app}/{enterprise|-}/{team|-}/`: the key prefix of a team's records. Backends that
+/// keep keys share this layout so the contract suite sees one behaviour.
+pub(crate) fn team_prefix(app: &str, team: &TeamRef) -> Result<String, StoreError> {
+    let part = |s: &Option<String>| -> Result<String, StoreError> {
+        match s {
+            Some(s) if s == NONE => Err(StoreError::InvalidId(s.clone())),
+            Some(s) => Ok(check_id(s)?.to_owned()),
+            None => Ok(NONE.to_owned()),
+        }
+    };
+    Ok(format!(
+        "inst/{}/{}/{}/",
+        check_id(app)?,
+        part(&team.enterprise_id)?,
+        part(&team.team_id)?
+    ))
+}
+
+/// Splits a key under `app_prefix` (`inst/{app}/`) into its team and record kind.
+pub(crate) fn parse_record_key(
+    app_prefix: &str,
+    key: &str,
+) -> Result<(TeamRef, RecordKind), StoreError> {
+    let corrupt = |reason: &str| StoreError::Corrupt {
+        key: key.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let rest = key
+        .strip_prefix(app_prefix)
+        .ok_or_else(|| corrupt("key outside its app"))?;
+    let mut parts = rest.splitn(3, '/');
+    let (Some(e), Some(t), Some(kind)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(corrupt("unexpected key layout"));
+    };
+    let kind = match kind {
+        "bot" => RecordKind::Bot,
+        "latest" => RecordKind::Latest,
+        k => match k.strip_prefix("user/") {
+            Some(u) => RecordKind::User(u.to_owned()),
+            None => return Err(corrupt("unexpected record kind")),
+        },
+    };
+    let opt = |s: &str| (s != NONE).then(|| s.to_owned());
+    Ok((
+        TeamRef {
+            enterprise_id: opt(e),
+            team_id: opt(t),
+        },
+        kind,
+    ))
+}
+
+/// Checks an id that becomes part of a key.
+pub(crate) fn check_id(s: &str) -> Result<&str, StoreError> {
+    if s.is_empty() || s.contains(['/', '\0']) {
+        Err(StoreError::InvalidId(s.to_owned()))
+    } else {
+        Ok(s)
+    }
+}
+
+/// The versioned envelope every record is stored in.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Envelope {
+    pub v: u32,
+    pub installation: Installation,
+}

@@ -1,0 +1,243 @@
+//! The embedded default backend: one `sled` tree, JSON records in a versioned envelope.
+//!
+//! Keys are `inst/{client_id}/{enterprise|-}/{team|-}/{bot|latest|user/{user_id}}`. A save
+//! writes its records in one atomic batch and then flushes (sled's background flush runs only
+//! every 500 ms, so without it a crash could lose an acknowledged install). Writes are
+//! serialized by a mutex so the bot count stays exact; reads never wait on it.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+
+use super::{
+    check_id, parse_record_key, team_prefix, Envelope, Installation, InstallationStore, StoreError,
+    StoredRecord, TeamRef, RECORD_VERSION,
+};
+
+const TREE: &str = "installations";
+
+/// Installations in a sled database folder. Opened once per process (sled locks the folder).
+pub struct SledStore {
+    db: sled::Db,
+    tree: sled::Tree,
+    writes: tokio::sync::Mutex<()>,
+    bots: AtomicU64,
+}
+
+impl SledStore {
+    /// Opens (or creates, mode 0700) the store folder.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let open_err = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        create_private_dir(path).map_err(|e| open_err(Box::new(e)))?;
+        let db = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| open_err(Box::new(e)))?;
+        let tree = db.open_tree(TREE).map_err(|e| open_err(Box::new(e)))?;
+        let mut bots = 0u64;
+        for item in tree.iter().keys() {
+            let k = item.map_err(|e| open_err(Box::new(e)))?;
+            if k.ends_with(b"/bot") {
+                bots += 1;
+            }
+        }
+        Ok(SledStore {
+            db,
+            tree,
+            writes: tokio::sync::Mutex::new(()),
+            bots: AtomicU64::new(bots),
+        })
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Installation>, StoreError> {
+        match self.tree.get(key.as_bytes()).map_err(io)? {
+            None => Ok(None),
+            Some(bytes) => decode(key, &bytes).map(Some),
+        }
+    }
+
+    async fn remove_keys(&self, keys: Vec<sled::IVec>) -> Result<usize, StoreError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let mut batch = sled::Batch::default();
+        let mut bots = 0;
+        for k in &keys {
+            if k.ends_with(b"/bot") {
+                bots += 1;
+            }
+            batch.remove(k.clone());
+        }
+        self.tree.apply_batch(batch).map_err(io)?;
+        self.bots.fetch_sub(bots, Ordering::Relaxed);
+        self.db.flush_async().await.map_err(io)?;
+        Ok(keys.len())
+    }
+
+    async fn remove_existing(&self, keys: &[String]) -> Result<usize, StoreError> {
+        let _w = self.writes.lock().await;
+        let mut present = Vec::new();
+        for k in keys {
+            if self.tree.contains_key(k.as_bytes()).map_err(io)? {
+                present.push(sled::IVec::from(k.as_bytes()));
+            }
+        }
+        self.remove_keys(present).await
+    }
+}
+
+fn io(e: sled::Error) -> StoreError {
+    StoreError::Io(Box::new(e))
+}
+
+fn decode(key: &str, bytes: &[u8]) -> Result<Installation, StoreError> {
+    let env: Envelope = serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })?;
+    if env.v != RECORD_VERSION {
+        return Err(StoreError::Corrupt {
+            key: key.to_owned(),
+            reason: format!(
+                "record version {} is newer than this gateway ({RECORD_VERSION})",
+                env.v
+            ),
+        });
+    }
+    Ok(env.installation)
+}
+
+fn encode(inst: &Installation) -> Vec<u8> {
+    serde_json::to_vec(&Envelope {
+        v: RECORD_VERSION,
+        installation: inst.clone(),
+    })
+    .expect("an installation always serializes")
+}
+
+/// Creates the store folder readable by its owner only.
+pub(crate) fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(path)
+}
+
+#[async_trait]
+impl InstallationStore for SledStore {
+    async fn save(&self, app: &str, inst: &Installation) -> Result<(), StoreError> {
+        let prefix = team_prefix(app, &inst.team_ref())?;
+        let value = encode(inst);
+        let mut batch = sled::Batch::default();
+        batch.insert(format!("{prefix}latest").as_bytes(), value.clone());
+        let bot_key = format!("{prefix}bot");
+        if inst.bot_token.is_some() {
+            batch.insert(bot_key.as_bytes(), value.clone());
+        }
+        if !inst.user_id.is_empty() {
+            batch.insert(
+                format!("{prefix}user/{}", check_id(&inst.user_id)?).as_bytes(),
+                value,
+            );
+        }
+        let _w = self.writes.lock().await;
+        let new_bot =
+            inst.bot_token.is_some() && !self.tree.contains_key(bot_key.as_bytes()).map_err(io)?;
+        self.tree.apply_batch(batch).map_err(io)?;
+        if new_bot {
+            self.bots.fetch_add(1, Ordering::Relaxed);
+        }
+        self.db.flush_async().await.map_err(io)?;
+        Ok(())
+    }
+
+    async fn find_bot(
+        &self,
+        app: &str,
+        team: &TeamRef,
+    ) -> Result<Option<Installation>, StoreError> {
+        self.get(&format!("{}bot", team_prefix(app, team)?))
+    }
+
+    async fn find_user(
+        &self,
+        app: &str,
+        team: &TeamRef,
+        user_id: &str,
+    ) -> Result<Option<Installation>, StoreError> {
+        self.get(&format!(
+            "{}user/{}",
+            team_prefix(app, team)?,
+            check_id(user_id)?
+        ))
+    }
+
+    async fn find_latest(
+        &self,
+        app: &str,
+        team: &TeamRef,
+    ) -> Result<Option<Installation>, StoreError> {
+        self.get(&format!("{}latest", team_prefix(app, team)?))
+    }
+
+    async fn delete_bot(&self, app: &str, team: &TeamRef) -> Result<usize, StoreError> {
+        let key = format!("{}bot", team_prefix(app, team)?);
+        self.remove_existing(&[key]).await
+    }
+
+    async fn delete_user(
+        &self,
+        app: &str,
+        team: &TeamRef,
+        user_id: &str,
+    ) -> Result<usize, StoreError> {
+        let key = format!("{}user/{}", team_prefix(app, team)?, check_id(user_id)?);
+        self.remove_existing(&[key]).await
+    }
+
+    async fn delete_team(&self, app: &str, team: &TeamRef) -> Result<usize, StoreError> {
+        let prefix = team_prefix(app, team)?;
+        let _w = self.writes.lock().await;
+        let keys = self
+            .tree
+            .scan_prefix(prefix.as_bytes())
+            .keys()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(io)?;
+        self.remove_keys(keys).await
+    }
+
+    async fn list(&self, app: &str) -> Result<Vec<StoredRecord>, StoreError> {
+        let prefix = format!("inst/{}/", check_id(app)?);
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(prefix.as_bytes()) {
+            let (k, v) = item.map_err(io)?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let (team, kind) = parse_record_key(&prefix, &key)?;
+            out.push(StoredRecord {
+                team,
+                kind,
+                installation: decode(&key, &v)?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn bot_count(&self) -> u64 {
+        self.bots.load(Ordering::Relaxed)
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await.map_err(io)?;
+        Ok(())
+    }
+}
