@@ -14,7 +14,9 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::oauth::rotation::Rotator;
 use crate::proxy::headers::StripSet;
+use crate::slack::api::SlackApi;
 use crate::store::InstallationStore;
 
 /// How long an idle pooled upstream connection is kept.
@@ -76,6 +78,10 @@ pub struct Gateway {
     pub store: Arc<dyn InstallationStore>,
     pub metrics: Metrics,
     pub upstream: UpstreamClient,
+    /// Slack's Web API (install, refresh, OIDC).
+    pub api: SlackApi,
+    /// One token refresh per installation at a time.
+    pub rotator: Rotator,
     /// Set on SIGTERM: `/readyz` answers 503 so load balancers stop sending traffic.
     draining: AtomicBool,
     /// Where the config was read from (for reload).
@@ -104,6 +110,8 @@ impl Gateway {
             store,
             metrics,
             upstream,
+            api: SlackApi::new(),
+            rotator: Rotator::default(),
             draining: AtomicBool::new(false),
             config_path,
         })

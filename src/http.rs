@@ -94,3 +94,76 @@ mod tests {
         );
     }
 }
+
+/// The value of cookie `name` in the request's `Cookie` headers, if sent exactly once.
+pub fn cookie_value(headers: &http::HeaderMap, name: &str) -> Option<String> {
+    let mut found = None;
+    for v in headers.get_all(header::COOKIE) {
+        let Ok(v) = v.to_str() else { continue };
+        for pair in v.split(';') {
+            let Some((k, val)) = pair.trim().split_once('=') else {
+                continue;
+            };
+            if k == name {
+                if found.is_some() {
+                    // Two cookies of one name (e.g. a sibling subdomain set one): ambiguous.
+                    return None;
+                }
+                found = Some(val.trim_matches('"').to_owned());
+            }
+        }
+    }
+    found
+}
+
+/// A `Set-Cookie` value: HttpOnly, SameSite=Lax, Path=/, Secure when `secure`.
+pub fn set_cookie(name: &str, value: &str, max_age_secs: u64, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Max-Age={max_age_secs}; Path=/; HttpOnly; SameSite=Lax{secure}"
+    ))
+    .expect("cookie names and values are header-safe")
+}
+
+/// A `Set-Cookie` value that removes the cookie.
+pub fn clear_cookie(name: &str, secure: bool) -> HeaderValue {
+    set_cookie(name, "", 0, secure)
+}
+
+/// A redirect to `location`.
+pub fn redirect(location: &str) -> Response<Body> {
+    let mut r = empty(StatusCode::FOUND);
+    match HeaderValue::from_str(location) {
+        Ok(v) => {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+        Err(_) => *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR,
+    }
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// The decoded query parameter `name`, if present once.
+pub fn query_param(uri: &http::Uri, name: &str) -> Option<String> {
+    let q = uri.query()?;
+    let mut found = None;
+    for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+        if k == name {
+            if found.is_some() {
+                return None;
+            }
+            found = Some(v.into_owned());
+        }
+    }
+    found
+}
+
+/// A fresh random token of 256 bits, URL-safe base64 without padding.
+pub fn random_token() -> String {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}

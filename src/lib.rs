@@ -7,6 +7,10 @@
 //!   workspace identified ([`slack::payload`]), the installation looked up ([`store`]), the
 //!   headers cleaned and the bot token injected ([`proxy::headers`]), and the request forwarded
 //!   byte for byte to the upstream, whose answer goes back to Slack as it is.
+//! - **Install** ([`oauth`]): "Add to Slack" issues a cookie-bound state, Slack calls back,
+//!   `oauth.v2.access` and `auth.test` are called ([`slack::api`]) and the installation is
+//!   saved durably before the success page. Rotating tokens are refreshed before use, one
+//!   refresh per installation at a time ([`oauth::rotation`]).
 //! - **Config** ([`config`]): `gateway.toml` is parsed into a raw mirror, then validated into a
 //!   [`config::Config`]; [`reload`] swaps a new one in whole, never half.
 //! - **State** ([`gateway`]): the live config behind an `ArcSwap`, the store, the metrics and
@@ -24,6 +28,7 @@ pub mod config;
 pub mod gateway;
 pub mod http;
 pub mod metrics;
+pub mod oauth;
 pub mod proxy;
 pub mod reload;
 pub mod secret;

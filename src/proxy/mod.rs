@@ -26,9 +26,10 @@ use hyper::body::Incoming;
 
 use crate::gateway::{Gateway, Live};
 use crate::http::{empty, json, text, unix_now, Body};
+use crate::oauth::rotation;
 use crate::slack::payload::{self, Action, Identity, Parsed, PayloadError};
 use crate::slack::signature::{self, SignatureError};
-use crate::store::{self, Installation, StoreError, TeamRef};
+use crate::store::{self, Installation, RecordKind, StoreError, TeamRef};
 
 /// Everything that can stop a Slack request, by who is at fault.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +46,8 @@ pub enum ProxyError {
     Payload(#[from] PayloadError),
     #[error("installation store failed: {0}")]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Rotation(#[from] crate::oauth::rotation::RotationError),
     #[error("upstream unavailable: {0}")]
     UpstreamUnavailable(String),
     #[error("upstream did not answer within {0:?}")]
@@ -63,7 +66,7 @@ impl ProxyError {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
             ProxyError::Payload(_) => StatusCode::BAD_REQUEST,
-            ProxyError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Store(_) | ProxyError::Rotation(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -73,6 +76,7 @@ impl ProxyError {
     pub fn client_reason(&self) -> String {
         match self {
             ProxyError::Store(_) => "installation store unavailable".to_owned(),
+            ProxyError::Rotation(_) => "token refresh failed".to_owned(),
             ProxyError::UpstreamUnavailable(_) => "upstream unavailable".to_owned(),
             ProxyError::UpstreamTimeout(_) => "upstream timed out".to_owned(),
             ProxyError::Payload(PayloadError::MalformedJson(_)) => "malformed JSON body".to_owned(),
@@ -247,6 +251,18 @@ async fn resolve_installation(
                 })?
         }
         _ => None,
+    };
+    // Stage 7: rotating tokens are refreshed before they are used.
+    let bot = match bot {
+        Some(b) => Some(rotation::ensure_fresh(gw, app, &b.team_ref(), RecordKind::Bot, b).await?),
+        None => None,
+    };
+    let user = match user {
+        Some(u) => {
+            let kind = RecordKind::User(u.user_id.clone());
+            Some(rotation::ensure_fresh(gw, app, &u.team_ref(), kind, u).await?)
+        }
+        None => None,
     };
     Ok(Resolved {
         identity,

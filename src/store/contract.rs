@@ -60,6 +60,8 @@ where
     list_names_every_record(&make()).await;
     bot_count_follows_saves_and_deletes(&make()).await;
     invalid_ids_are_refused(&make()).await;
+    update_record_touches_one_record(&make()).await;
+    state_is_consumed_exactly_once(&make()).await;
 }
 
 async fn save_then_find_returns_every_field(s: &dyn InstallationStore) {
@@ -314,4 +316,59 @@ async fn invalid_ids_are_refused(s: &dyn InstallationStore) {
             .is_err(),
         "app id with '/' refused"
     );
+}
+
+async fn update_record_touches_one_record(s: &dyn InstallationStore) {
+    let mut a = workspace_install("T1", "U1", "xoxb-1");
+    a.user_token = Some(Token::new("xoxp-1"));
+    s.save(APP, &a).await.unwrap();
+    let mut rotated = a.clone();
+    rotated.bot_token = Some(Token::new("xoxe.xoxb-2"));
+    rotated.user_token = Some(Token::new("xoxe.xoxp-2"));
+    s.update_record(APP, &team("T1"), &RecordKind::Bot, &rotated)
+        .await
+        .unwrap();
+    let bot = s.find_bot(APP, &team("T1")).await.unwrap().unwrap();
+    assert_eq!(
+        bot.bot_token.unwrap().expose(),
+        "xoxe.xoxb-2",
+        "bot record updated"
+    );
+    let user = s.find_user(APP, &team("T1"), "U1").await.unwrap().unwrap();
+    assert_eq!(
+        user.user_token.unwrap().expose(),
+        "xoxp-1",
+        "user record untouched"
+    );
+    assert_eq!(
+        s.bot_count(),
+        1,
+        "updating an existing bot does not add one"
+    );
+}
+
+async fn state_is_consumed_exactly_once(s: &dyn InstallationStore) {
+    s.issue_state("state-a", 2_000_000_000).await.unwrap();
+    s.issue_state("state-b", 1).await.unwrap();
+    let (r1, r2, r3) = tokio::join!(
+        s.consume_state("state-a"),
+        s.consume_state("state-a"),
+        s.consume_state("state-a")
+    );
+    let winners = [r1.unwrap(), r2.unwrap(), r3.unwrap()]
+        .iter()
+        .filter(|r| r.is_some())
+        .count();
+    assert_eq!(winners, 1, "one state, one consumer");
+    assert_eq!(
+        s.consume_state("state-a").await.unwrap(),
+        None,
+        "consumed states are gone"
+    );
+    assert_eq!(
+        s.consume_state("state-b").await.unwrap(),
+        Some(1),
+        "expiry is returned as stored"
+    );
+    assert_eq!(s.consume_state("never-issued").await.unwrap(), None);
 }

@@ -8,14 +8,15 @@ use std::sync::RwLock;
 use async_trait::async_trait;
 
 use super::{
-    check_id, parse_record_key, team_prefix, Installation, InstallationStore, StoreError,
-    StoredRecord, TeamRef,
+    check_id, kind_suffix, parse_record_key, team_prefix, Installation, InstallationStore,
+    RecordKind, StoreError, StoredRecord, TeamRef,
 };
 
 /// Installations in memory.
 #[derive(Default)]
 pub struct MemoryStore {
     records: RwLock<BTreeMap<String, Installation>>,
+    states: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl MemoryStore {
@@ -123,6 +124,33 @@ impl InstallationStore for MemoryStore {
                 })
             })
             .collect()
+    }
+
+    async fn update_record(
+        &self,
+        app: &str,
+        team: &TeamRef,
+        kind: &RecordKind,
+        inst: &Installation,
+    ) -> Result<(), StoreError> {
+        let key = format!("{}{}", team_prefix(app, team)?, kind_suffix(kind)?);
+        self.records
+            .write()
+            .expect("store lock")
+            .insert(key, inst.clone());
+        Ok(())
+    }
+
+    async fn issue_state(&self, state: &str, expires_at: u64) -> Result<(), StoreError> {
+        let mut states = self.states.lock().expect("state lock");
+        let now = crate::http::unix_now();
+        states.retain(|_, exp| *exp + 3600 > now);
+        states.insert(state.to_owned(), expires_at);
+        Ok(())
+    }
+
+    async fn consume_state(&self, state: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.states.lock().expect("state lock").remove(state))
     }
 
     fn bot_count(&self) -> u64 {

@@ -214,6 +214,24 @@ pub trait InstallationStore: Send + Sync + 'static {
     /// Used by the admin API and export; not on the request path.
     async fn list(&self, app: &str) -> Result<Vec<StoredRecord>, StoreError>;
 
+    /// Overwrites one record of a team (a rotated token), leaving the others alone. Durable
+    /// when it returns.
+    async fn update_record(
+        &self,
+        app: &str,
+        team: &TeamRef,
+        kind: &RecordKind,
+        inst: &Installation,
+    ) -> Result<(), StoreError>;
+
+    /// Remembers an OAuth `state` until `expires_at` (Unix seconds).
+    async fn issue_state(&self, state: &str, expires_at: u64) -> Result<(), StoreError>;
+
+    /// Takes a `state` out, atomically: of any number of concurrent callers with the same
+    /// state, exactly one gets `Some(expires_at)`. Expired states may still be returned (the
+    /// caller tells `expired_state` from `invalid_state`).
+    async fn consume_state(&self, state: &str) -> Result<Option<u64>, StoreError>;
+
     /// Number of teams and orgs with a bot, across all apps (a metrics gauge).
     fn bot_count(&self) -> u64;
 
@@ -229,7 +247,7 @@ pub struct StoredRecord {
     pub installation: Installation,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum RecordKind {
     Bot,
     Latest,
@@ -320,6 +338,15 @@ pub(crate) fn parse_record_key(
         },
         kind,
     ))
+}
+
+/// The key suffix of a record kind under its team prefix.
+pub(crate) fn kind_suffix(kind: &RecordKind) -> Result<String, StoreError> {
+    Ok(match kind {
+        RecordKind::Bot => "bot".to_owned(),
+        RecordKind::Latest => "latest".to_owned(),
+        RecordKind::User(u) => format!("user/{}", check_id(u)?),
+    })
 }
 
 /// Checks an id that becomes part of a key.

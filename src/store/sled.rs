@@ -11,16 +11,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 
 use super::{
-    check_id, parse_record_key, team_prefix, Envelope, Installation, InstallationStore, StoreError,
-    StoredRecord, TeamRef, RECORD_VERSION,
+    check_id, kind_suffix, parse_record_key, team_prefix, Envelope, Installation,
+    InstallationStore, RecordKind, StoreError, StoredRecord, TeamRef, RECORD_VERSION,
 };
 
 const TREE: &str = "installations";
+const STATES: &str = "oauth_states";
+/// An expired state is kept this long (so a late callback says `expired_state`), then swept.
+const STATE_KEEP_AFTER_EXPIRY_SECS: u64 = 3600;
+/// Expired states are swept once every this many issued states.
+const STATE_SWEEP_EVERY: u64 = 256;
 
 /// Installations in a sled database folder. Opened once per process (sled locks the folder).
 pub struct SledStore {
     db: sled::Db,
     tree: sled::Tree,
+    states: sled::Tree,
+    issued: AtomicU64,
     writes: tokio::sync::Mutex<()>,
     bots: AtomicU64,
 }
@@ -39,6 +46,7 @@ impl SledStore {
             .open()
             .map_err(|e| open_err(Box::new(e)))?;
         let tree = db.open_tree(TREE).map_err(|e| open_err(Box::new(e)))?;
+        let states = db.open_tree(STATES).map_err(|e| open_err(Box::new(e)))?;
         let mut bots = 0u64;
         for item in tree.iter().keys() {
             let k = item.map_err(|e| open_err(Box::new(e)))?;
@@ -49,6 +57,8 @@ impl SledStore {
         Ok(SledStore {
             db,
             tree,
+            states,
+            issued: AtomicU64::new(0),
             writes: tokio::sync::Mutex::new(()),
             bots: AtomicU64::new(bots),
         })
@@ -93,6 +103,10 @@ impl SledStore {
 
 fn io(e: sled::Error) -> StoreError {
     StoreError::Io(Box::new(e))
+}
+
+fn read_u64(v: &[u8]) -> u64 {
+    v.try_into().map(u64::from_be_bytes).unwrap_or(0)
 }
 
 fn decode(key: &str, bytes: &[u8]) -> Result<Installation, StoreError> {
@@ -230,6 +244,48 @@ impl InstallationStore for SledStore {
             });
         }
         Ok(out)
+    }
+
+    async fn update_record(
+        &self,
+        app: &str,
+        team: &TeamRef,
+        kind: &RecordKind,
+        inst: &Installation,
+    ) -> Result<(), StoreError> {
+        let key = format!("{}{}", team_prefix(app, team)?, kind_suffix(kind)?);
+        let _w = self.writes.lock().await;
+        let old = self.tree.insert(key.as_bytes(), encode(inst)).map_err(io)?;
+        if old.is_none() && *kind == RecordKind::Bot {
+            self.bots.fetch_add(1, Ordering::Relaxed);
+        }
+        self.db.flush_async().await.map_err(io)?;
+        Ok(())
+    }
+
+    async fn issue_state(&self, state: &str, expires_at: u64) -> Result<(), StoreError> {
+        self.states
+            .insert(state.as_bytes(), &expires_at.to_be_bytes())
+            .map_err(io)?;
+        if self.issued.fetch_add(1, Ordering::Relaxed) % STATE_SWEEP_EVERY == 0 {
+            let now = crate::http::unix_now();
+            for item in self.states.iter() {
+                let (k, v) = item.map_err(io)?;
+                if read_u64(&v).saturating_add(STATE_KEEP_AFTER_EXPIRY_SECS) < now {
+                    self.states.remove(k).map_err(io)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn consume_state(&self, state: &str) -> Result<Option<u64>, StoreError> {
+        // sled's remove is atomic: one caller gets the value, the others None.
+        Ok(self
+            .states
+            .remove(state.as_bytes())
+            .map_err(io)?
+            .map(|v| read_u64(&v)))
     }
 
     fn bot_count(&self) -> u64 {

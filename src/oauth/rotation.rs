@@ -1,0 +1,217 @@
+//! Token rotation: refresh a token that expires within `token_rotation_refresh_before`
+//! before it is used.
+//!
+//! Slack's refresh tokens are single-use, so two refreshes of one installation racing each
+//! other lose one installation's tokens (the most reported rotation bug of the SDKs). Here
+//! exactly one refresh per installation record is in flight: waiters queue on a per-record
+//! lock and, once they hold it, re-read the store first, finding the token the winner saved.
+//! The new tokens are persisted (flushed) before anyone uses them. If Slack answers
+//! `invalid_refresh_token` (another replica won), the store is re-read before giving up.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::gateway::Gateway;
+use crate::http::unix_now;
+use crate::slack::api::ApiError;
+use crate::store::{Installation, RecordKind, StoreError, TeamRef, Token};
+
+/// Why a token could not be made fresh.
+#[derive(Debug, thiserror::Error)]
+pub enum RotationError {
+    #[error("token refresh failed: {0}")]
+    Slack(#[from] ApiError),
+    #[error("token refresh failed: {0}")]
+    Store(#[from] StoreError),
+    #[error("the installation was removed while its token was being refreshed")]
+    Gone,
+}
+
+type LockKey = (String, TeamRef, RecordKind);
+
+/// Per-record refresh locks.
+#[derive(Default)]
+pub struct Rotator {
+    locks: Mutex<HashMap<LockKey, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Rotator {
+    fn lock_for(&self, key: &LockKey) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().expect("rotation lock map");
+        locks.entry(key.clone()).or_default().clone()
+    }
+
+    fn release(&self, key: &LockKey, lock: Arc<tokio::sync::Mutex<()>>) {
+        let mut locks = self.locks.lock().expect("rotation lock map");
+        // Two references: ours and the map's. Nobody else waits: forget the lock.
+        if Arc::strong_count(&lock) == 2 {
+            locks.remove(key);
+        }
+    }
+}
+
+/// The token fields of one kind of record.
+fn token_fields(
+    inst: &Installation,
+    kind: &RecordKind,
+) -> (Option<Token>, Option<Token>, Option<i64>) {
+    match kind {
+        RecordKind::User(_) => (
+            inst.user_token.clone(),
+            inst.user_refresh_token.clone(),
+            inst.user_token_expires_at,
+        ),
+        _ => (
+            inst.bot_token.clone(),
+            inst.bot_refresh_token.clone(),
+            inst.bot_token_expires_at,
+        ),
+    }
+}
+
+/// True when the record's token rotates and expires within `before_secs`.
+pub fn needs_refresh(inst: &Installation, kind: &RecordKind, before_secs: u64, now: u64) -> bool {
+    let (token, refresh, expires_at) = token_fields(inst, kind);
+    match (token, refresh, expires_at) {
+        (Some(_), Some(_), Some(exp)) => exp <= now as i64 + before_secs as i64,
+        _ => false,
+    }
+}
+
+/// Returns `inst` with a fresh token of `kind`, refreshing (once, for everyone) if needed.
+pub async fn ensure_fresh(
+    gw: &Gateway,
+    app: &str,
+    team: &TeamRef,
+    kind: RecordKind,
+    inst: Installation,
+) -> Result<Installation, RotationError> {
+    let live = gw.live();
+    let cfg = &live.config;
+    let before = cfg.oauth.token_rotation_refresh_before.as_secs();
+    if !needs_refresh(&inst, &kind, before, unix_now()) {
+        return Ok(inst);
+    }
+    let key = (app.to_owned(), team.clone(), kind.clone());
+    let lock = gw.rotator.lock_for(&key);
+    let result = async {
+        let _held = lock.lock().await;
+        // Whoever held the lock before us may have refreshed already.
+        let current = read(gw, app, team, &kind).await?.ok_or(RotationError::Gone)?;
+        if !needs_refresh(&current, &kind, before, unix_now()) {
+            return Ok(current);
+        }
+        let (_, Some(refresh_token), _) = token_fields(&current, &kind) else {
+            return Ok(current);
+        };
+        let answer = gw
+            .api
+            .refresh(
+                &cfg.slack.api_url,
+                cfg.slack.api_timeout,
+                &cfg.slack.client_id,
+                &cfg.slack.client_secret,
+                refresh_token.expose(),
+            )
+            .await;
+        match answer {
+            Ok(access) => {
+                let now = unix_now() as i64;
+                let mut updated = current.clone();
+                let new_token = access.access_token.map(|t| Token::new(t.into_inner()));
+                let new_refresh = access.refresh_token.map(|t| Token::new(t.into_inner()));
+                let new_expiry = access.expires_in.map(|s| now + s);
+                match &kind {
+                    RecordKind::User(_) => {
+                        updated.user_token = new_token.or(updated.user_token);
+                        updated.user_refresh_token = new_refresh.or(updated.user_refresh_token);
+                        updated.user_token_expires_at = new_expiry;
+                    }
+                    _ => {
+                        updated.bot_token = new_token.or(updated.bot_token);
+                        updated.bot_refresh_token = new_refresh.or(updated.bot_refresh_token);
+                        updated.bot_token_expires_at = new_expiry;
+                    }
+                }
+                // Persisted (flushed) before anyone uses it: the old refresh token is spent.
+                gw.store.update_record(app, team, &kind, &updated).await?;
+                gw.metrics.token_refresh("success");
+                tracing::info!(team = %team.admin_id(), kind = ?kind_name(&kind), "token refreshed");
+                Ok(updated)
+            }
+            Err(ApiError::Slack(code)) if code == "invalid_refresh_token" => {
+                // Another process may have spent the refresh token: its result is in the store.
+                let reread = read(gw, app, team, &kind).await?.ok_or(RotationError::Gone)?;
+                let (_, reread_refresh, _) = token_fields(&reread, &kind);
+                if reread_refresh.as_ref() != Some(&refresh_token) && !needs_refresh(&reread, &kind, 0, unix_now()) {
+                    gw.metrics.token_refresh("lost_race_recovered");
+                    return Ok(reread);
+                }
+                gw.metrics.token_refresh("invalid_refresh_token");
+                Err(RotationError::Slack(ApiError::Slack(code)))
+            }
+            Err(e) => {
+                gw.metrics.token_refresh("error");
+                // A token that has not expired yet still works: use it and retry next time.
+                if !needs_refresh(&current, &kind, 0, unix_now()) {
+                    tracing::warn!(team = %team.admin_id(), error = %e, "token refresh failed; using the current token until it expires");
+                    return Ok(current);
+                }
+                Err(RotationError::Slack(e))
+            }
+        }
+    }
+    .await;
+    gw.rotator.release(&key, lock);
+    result
+}
+
+fn kind_name(kind: &RecordKind) -> &'static str {
+    match kind {
+        RecordKind::User(_) => "user",
+        _ => "bot",
+    }
+}
+
+async fn read(
+    gw: &Gateway,
+    app: &str,
+    team: &TeamRef,
+    kind: &RecordKind,
+) -> Result<Option<Installation>, StoreError> {
+    match kind {
+        RecordKind::User(uid) => gw.store.find_user(app, team, uid).await,
+        RecordKind::Latest => gw.store.find_latest(app, team).await,
+        RecordKind::Bot => gw.store.find_bot(app, team).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_window() {
+        let mut i = Installation {
+            bot_token: Some(Token::new("xoxe.xoxb-1")),
+            bot_refresh_token: Some(Token::new("xoxe-1-r")),
+            bot_token_expires_at: Some(10_000),
+            ..Default::default()
+        };
+        assert!(!needs_refresh(&i, &RecordKind::Bot, 100, 9_000));
+        assert!(
+            needs_refresh(&i, &RecordKind::Bot, 1_000, 9_000),
+            "inside the window"
+        );
+        assert!(needs_refresh(&i, &RecordKind::Bot, 0, 10_000), "expired");
+        assert!(
+            !needs_refresh(&i, &RecordKind::User("U1".into()), 1_000_000, 9_000),
+            "no user token"
+        );
+        i.bot_refresh_token = None;
+        assert!(
+            !needs_refresh(&i, &RecordKind::Bot, 1_000_000, 9_000),
+            "tokens that do not rotate never refresh"
+        );
+    }
+}
