@@ -35,6 +35,7 @@ pub mod secret;
 pub mod server;
 pub mod slack;
 pub mod store;
+pub mod transfer;
 
 use std::future::Future;
 use std::path::Path;

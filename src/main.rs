@@ -34,6 +34,37 @@ enum LogFormat {
 enum Command {
     /// Validate the config and print it with secrets redacted
     Check,
+    /// Manage installations (list/show/delete go through a running gateway's admin listener;
+    /// export/import work on the store directly, with the gateway stopped)
+    Installations {
+        #[command(subcommand)]
+        command: InstallationsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum InstallationsCommand {
+    /// List installations (tokens are never shown)
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one installation by team id (or enterprise id for an org-wide install)
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete one installation and all its tokens
+    Delete {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write every installation as JSON lines (slack_sdk field names) to FILE, `-` for stdout
+    Export { file: PathBuf },
+    /// Read installations from JSON lines in FILE, `-` for stdin
+    Import { file: PathBuf },
 }
 
 fn config_path(cli: &Cli) -> PathBuf {
@@ -61,6 +92,7 @@ fn main() -> ExitCode {
     let path = config_path(&cli);
     let result = match cli.command {
         Some(Command::Check) => check(&path),
+        Some(Command::Installations { command }) => installations(&path, command),
         None => serve(&path),
     };
     match result {
@@ -81,6 +113,170 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn installations(path: &std::path::Path, command: InstallationsCommand) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        match command {
+            InstallationsCommand::List { json } => {
+                let v = admin_call(&config, http::Method::GET, "").await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                } else {
+                    let items = v.as_array().cloned().unwrap_or_default();
+                    println!(
+                        "{:<14} {:<14} {:<9} {:<5} {:<6} TEAM NAME",
+                        "ID", "ENTERPRISE", "ORG-WIDE", "BOT", "USERS"
+                    );
+                    for i in &items {
+                        println!(
+                            "{:<14} {:<14} {:<9} {:<5} {:<6} {}",
+                            i["id"].as_str().unwrap_or("-"),
+                            i["enterprise_id"].as_str().unwrap_or("-"),
+                            i["is_enterprise_install"].as_bool().unwrap_or(false),
+                            if i["has_bot_token"].as_bool().unwrap_or(false) {
+                                "yes"
+                            } else {
+                                "no"
+                            },
+                            i["user_ids_with_tokens"].as_array().map_or(0, Vec::len),
+                            i["team_name"]
+                                .as_str()
+                                .or(i["enterprise_name"].as_str())
+                                .unwrap_or("")
+                        );
+                    }
+                    eprintln!("{} installation(s)", items.len());
+                }
+            }
+            InstallationsCommand::Show { id, json } => {
+                let v = admin_call(&config, http::Method::GET, &id).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                } else if let Some(map) = v.as_object() {
+                    for (k, val) in map {
+                        println!(
+                            "{k}: {}",
+                            if val.is_string() {
+                                val.as_str().unwrap_or("").to_owned()
+                            } else {
+                                val.to_string()
+                            }
+                        );
+                    }
+                }
+            }
+            InstallationsCommand::Delete { id, json } => {
+                let v = admin_call(&config, http::Method::DELETE, &id).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                } else {
+                    println!("deleted {id} ({} records)", v["records"]);
+                }
+            }
+            InstallationsCommand::Export { file } => {
+                let store = open_store_offline(&config)?;
+                let lines =
+                    slack_gateway::transfer::export(&store, &config.slack.client_id).await?;
+                let mut text = String::new();
+                for l in &lines {
+                    text.push_str(&slack_gateway::transfer::to_line(l));
+                    text.push('\n');
+                }
+                if file.as_os_str() == "-" {
+                    use std::io::Write;
+                    std::io::stdout().write_all(text.as_bytes())?;
+                } else {
+                    write_private(&file, text.as_bytes())?;
+                }
+                eprintln!("exported {} installation(s)", lines.len());
+            }
+            InstallationsCommand::Import { file } => {
+                let text = if file.as_os_str() == "-" {
+                    use std::io::Read;
+                    let mut s = String::new();
+                    std::io::stdin().read_to_string(&mut s)?;
+                    s
+                } else {
+                    std::fs::read_to_string(&file)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
+                };
+                let store = open_store_offline(&config)?;
+                let n = slack_gateway::transfer::import(&store, &config.slack.client_id, &text)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+                eprintln!("imported {n} installation(s)");
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Opens the store for export/import. sled allows one process per folder, so this fails
+/// with a clear message while the gateway runs.
+fn open_store_offline(config: &Config) -> anyhow::Result<slack_gateway::store::sled::SledStore> {
+    slack_gateway::store::sled::SledStore::open(&config.storage.path).map_err(|e| {
+        anyhow::anyhow!("{e} (is the gateway running? export/import need it stopped; use the admin API meanwhile)")
+    })
+}
+
+/// Writes an export readable by its owner only: it holds every token.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// Calls the running gateway's admin API.
+async fn admin_call(
+    config: &Config,
+    method: http::Method,
+    id: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let addr = config.server.admin_listen;
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        addr.ip().to_string()
+    };
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    let mut url = format!("http://{host}:{}/admin/installations", addr.port());
+    if !id.is_empty() {
+        let encoded: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
+        url = format!("{url}/{encoded}");
+    }
+    let mut req = reqwest::Client::new().request(method, &url);
+    if let Some(t) = &config.admin.token {
+        req = req.bearer_auth(t.expose());
+    }
+    let resp = req.send().await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot reach the gateway's admin listener at {addr} (server.admin_listen): {e}"
+        )
+    })?;
+    let status = resp.status();
+    let body = resp.text().await?;
+    if !status.is_success() {
+        anyhow::bail!("{status}: {}", body.trim());
+    }
+    Ok(serde_json::from_str(&body)?)
+}
+
 fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     // Validate everything before anything binds.
     let config = Config::load(path)?;
@@ -94,7 +290,7 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
         for key in &config.placeholder_secrets {
             tracing::warn!(
                 key = key.as_str(),
-                "!!! USING A DEVELOPMENT PLACEHOLDER SECRET: Slack requests will not verify. Set the real value in the environment. !!!"
+                "!!! USING A DEVELOPMENT PLACEHOLDER SECRET: real Slack requests and installs will fail. Set the real value in the environment. !!!"
             );
         }
         let public_addr = config.server.listen;

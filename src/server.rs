@@ -123,6 +123,13 @@ async fn route_public(
             Route::Slack,
             crate::proxy::handle(gw, &live, req, peer, "http").await,
         )
+    } else if path == cfg.oauth.install_path {
+        (Route::Install, crate::oauth::install(gw, &live, req).await)
+    } else if path == cfg.oauth.redirect_path {
+        (
+            Route::OAuthRedirect,
+            crate::oauth::callback(gw, &live, req).await,
+        )
     } else {
         (
             Route::NotFound,
