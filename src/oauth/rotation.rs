@@ -101,6 +101,14 @@ pub async fn ensure_fresh(
         if !needs_refresh(&current, &kind, before, unix_now()) {
             return Ok(current);
         }
+        // Refreshed by the request we waited on: use its token, do not refresh again (a
+        // token lifetime shorter than the refresh window would otherwise refresh for every
+        // waiter).
+        if token_fields(&current, &kind).0 != token_fields(&inst, &kind).0
+            && !needs_refresh(&current, &kind, 0, unix_now())
+        {
+            return Ok(current);
+        }
         let (_, Some(refresh_token), _) = token_fields(&current, &kind) else {
             return Ok(current);
         };
@@ -143,11 +151,17 @@ pub async fn ensure_fresh(
                 // Another process may have spent the refresh token: its result is in the store.
                 let reread = read(gw, app, team, &kind).await?.ok_or(RotationError::Gone)?;
                 let (_, reread_refresh, _) = token_fields(&reread, &kind);
-                if reread_refresh.as_ref() != Some(&refresh_token) && !needs_refresh(&reread, &kind, 0, unix_now()) {
+                if reread_refresh.as_ref() != Some(&refresh_token)
+                    && !needs_refresh(&reread, &kind, 0, unix_now())
+                {
                     gw.metrics.token_refresh("lost_race_recovered");
                     return Ok(reread);
                 }
                 gw.metrics.token_refresh("invalid_refresh_token");
+                if !needs_refresh(&current, &kind, 0, unix_now()) {
+                    tracing::warn!(team = %team.admin_id(), "refresh token refused by Slack; using the current token until it expires");
+                    return Ok(current);
+                }
                 Err(RotationError::Slack(ApiError::Slack(code)))
             }
             Err(e) => {

@@ -167,7 +167,9 @@ impl FakeSlack {
         let st = state.clone();
         let server = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let st = st.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
@@ -180,7 +182,11 @@ impl FakeSlack {
                 });
             }
         });
-        FakeSlack { addr, state, _server: server }
+        FakeSlack {
+            addr,
+            state,
+            _server: server,
+        }
     }
 
     pub fn api_url(&self) -> String {
@@ -291,7 +297,9 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<
             return Response::builder()
                 .status(code)
                 .header("content-type", "text/html")
-                .body(Full::new(Bytes::from_static(b"<html>upstream connect error</html>")))
+                .body(Full::new(Bytes::from_static(
+                    b"<html>upstream connect error</html>",
+                )))
                 .unwrap()
         }
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
@@ -321,7 +329,12 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_owned);
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
     st.lock().unwrap().calls.push(Call {
         method: method.clone(),
@@ -331,7 +344,9 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<
     match method.as_str() {
         "oauth.v2.access" => {
             let refresh_delay = st.lock().unwrap().refresh_delay;
-            if form.get("grant_type").map(String::as_str) == Some("refresh_token") && !refresh_delay.is_zero() {
+            if form.get("grant_type").map(String::as_str) == Some("refresh_token")
+                && !refresh_delay.is_zero()
+            {
                 tokio::time::sleep(refresh_delay).await;
             }
             oauth_v2_access(&st, &form, basic)
@@ -350,22 +365,35 @@ fn authorize_page(st: &Arc<Mutex<State>>, uri: &http::Uri) -> Response<Full<Byte
         .collect();
     let (client_ok, grant) = {
         let s = st.lock().unwrap();
-        (q.get("client_id") == Some(&s.client_id), s.next_grant.clone())
+        (
+            q.get("client_id") == Some(&s.client_id),
+            s.next_grant.clone(),
+        )
     };
     if !client_ok {
         return Response::builder()
             .status(400)
             .header("content-type", "text/html")
-            .body(Full::new(Bytes::from_static(b"<html><body>Invalid client_id parameter</body></html>")))
+            .body(Full::new(Bytes::from_static(
+                b"<html><body>Invalid client_id parameter</body></html>",
+            )))
             .unwrap();
     }
     let redirect_uri = q.get("redirect_uri").cloned().unwrap_or_default();
     let mut grant = grant;
     if let Some(s) = q.get("scope") {
-        grant.scopes = s.split(',').filter(|s| !s.is_empty()).map(Into::into).collect();
+        grant.scopes = s
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(Into::into)
+            .collect();
     }
     if let Some(s) = q.get("user_scope") {
-        grant.user_scopes = s.split(',').filter(|s| !s.is_empty()).map(Into::into).collect();
+        grant.user_scopes = s
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(Into::into)
+            .collect();
     }
     let fake = FakeSlackRef(st.clone());
     let code = fake.issue_code(grant, Some(&redirect_uri));
@@ -419,7 +447,11 @@ impl FakeSlackRef {
     }
 }
 
-fn check_client(s: &State, form: &HashMap<String, String>, basic: Option<(String, String)>) -> Result<(), &'static str> {
+fn check_client(
+    s: &State,
+    form: &HashMap<String, String>,
+    basic: Option<(String, String)>,
+) -> Result<(), &'static str> {
     let (id, secret) = match basic {
         Some((id, secret)) => (id, secret),
         None => (
@@ -436,11 +468,19 @@ fn check_client(s: &State, form: &HashMap<String, String>, basic: Option<(String
     Ok(())
 }
 
-fn issue_tokens(s: &mut State, grant: &Grant, is_bot: bool) -> (String, Option<String>, Option<i64>) {
+fn issue_tokens(
+    s: &mut State,
+    grant: &Grant,
+    is_bot: bool,
+) -> (String, Option<String>, Option<i64>) {
     s.counter += 1;
     let now = real_now() + s.now_offset;
     let n = s.counter;
-    let team = grant.team_id.clone().or(grant.enterprise_id.clone()).unwrap_or_default();
+    let team = grant
+        .team_id
+        .clone()
+        .or(grant.enterprise_id.clone())
+        .unwrap_or_default();
     let kind = if is_bot { "xoxb" } else { "xoxp" };
     match s.rotation {
         Some(lifetime) => {
@@ -546,7 +586,11 @@ fn oauth_v2_access(
         resp["access_token"] = json!(token);
         resp["bot_user_id"] = json!(format!(
             "U{}BOT",
-            grant.team_id.clone().or(grant.enterprise_id.clone()).unwrap_or_default()
+            grant
+                .team_id
+                .clone()
+                .or(grant.enterprise_id.clone())
+                .unwrap_or_default()
         ));
         if let Some(r) = refresh {
             resp["refresh_token"] = json!(r);
@@ -577,16 +621,26 @@ fn auth_test(st: &Arc<Mutex<State>>, token: Option<String>) -> Response<Full<Byt
     let s = st.lock().unwrap();
     let now = real_now() + s.now_offset;
     let Some(entry) = token.as_ref().and_then(|t| s.tokens.get(t)) else {
-        return slack_error(if token.is_none() { "not_authed" } else { "invalid_auth" });
+        return slack_error(if token.is_none() {
+            "not_authed"
+        } else {
+            "invalid_auth"
+        });
     };
     if entry.expires_at.is_some_and(|e| e <= now) {
         return slack_error("token_expired");
     }
     let g = &entry.grant;
     let url = if g.is_enterprise_install {
-        format!("https://{}.enterprise.slack.com/", g.enterprise_id.clone().unwrap_or_default().to_lowercase())
+        format!(
+            "https://{}.enterprise.slack.com/",
+            g.enterprise_id.clone().unwrap_or_default().to_lowercase()
+        )
     } else {
-        format!("https://{}.slack.com/", g.team_id.clone().unwrap_or_default().to_lowercase())
+        format!(
+            "https://{}.slack.com/",
+            g.team_id.clone().unwrap_or_default().to_lowercase()
+        )
     };
     respond_json(json!({
         "ok": true,

@@ -1,0 +1,707 @@
+//! The OAuth v2 install flow and token rotation, end to end over loopback: the real gateway,
+//! a fake Slack that behaves as Slack documents, and a recording upstream.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use slack_gateway::store::{InstallationStore, TeamRef};
+use support::fake_slack::{FakeSlack, Fault, Grant};
+use support::oauth_harness::{Flow, Harness, CLIENT_ID, CLIENT_SECRET};
+
+#[tokio::test]
+async fn install_page_binds_a_fresh_state_to_the_browser() {
+    let h = Harness::start("").await;
+    let r = h.get("/slack/install", None).await;
+    assert_eq!(r.status(), 200);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    for attr in [
+        "slack-gateway-oauth-state=",
+        "HttpOnly",
+        "SameSite=Lax",
+        "Path=/",
+        "Max-Age=600",
+    ] {
+        assert!(cookie.contains(attr), "{attr} missing in {cookie}");
+    }
+    assert!(
+        !cookie.contains("Secure"),
+        "plain http public_url: no Secure flag"
+    );
+    let state = Harness::cookie_state(&cookie);
+    assert!(state.len() >= 22, "at least 128 bits of state");
+    let page = r.text().await.unwrap();
+    let url = Harness::authorize_url_in(&page);
+    let q: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
+    assert_eq!(q["client_id"], CLIENT_ID);
+    assert_eq!(q["scope"], "chat:write,commands");
+    assert_eq!(q["user_scope"], "search:read");
+    assert_eq!(
+        q["state"], state,
+        "the state in the URL is the one in the cookie"
+    );
+    assert_eq!(
+        q["redirect_uri"],
+        format!("{}/slack/oauth_redirect", h.public_url())
+    );
+    assert!(!q.contains_key("team"), "empty parameters are left out");
+    // Every visit gets its own state.
+    let again = h.get("/slack/install", None).await;
+    assert_ne!(
+        Harness::cookie_state(again.headers()["set-cookie"].to_str().unwrap()),
+        state
+    );
+}
+
+#[tokio::test]
+async fn direct_install_redirects_with_the_team_hint_and_query_override() {
+    let h = Harness::start("direct_install = true\nteam = \"T0HINT\"").await;
+    let r = h.get("/slack/install", None).await;
+    assert_eq!(r.status(), 302);
+    let loc = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    assert!(loc.as_str().starts_with(&h.slack.authorize_url()));
+    assert!(loc.query_pairs().any(|(k, v)| k == "team" && v == "T0HINT"));
+    let r = h.get("/slack/install?team=T0OTHER", None).await;
+    let loc = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    assert!(loc
+        .query_pairs()
+        .any(|(k, v)| k == "team" && v == "T0OTHER"));
+    let r = h.get("/slack/install?team=T1%26scope%3Dadmin", None).await;
+    assert_eq!(
+        r.status(),
+        400,
+        "a team hint that is not a Slack id is refused"
+    );
+}
+
+#[tokio::test]
+async fn govslack_domain_derives_the_authorize_url() {
+    let h = Harness::start_raw(
+        "[slack]\ndomain = \"slack-gov.com\"",
+        "direct_install = true",
+    )
+    .await;
+    let r = h.get("/slack/install", None).await;
+    let loc = r.headers()["location"].to_str().unwrap();
+    assert!(
+        loc.starts_with("https://slack-gov.com/oauth/v2/authorize?"),
+        "{loc}"
+    );
+}
+
+#[tokio::test]
+async fn a_completed_install_is_saved_and_its_token_forwarded() {
+    let h = Harness::start("").await;
+    let flow = h.begin().await;
+    let mut grant = Grant::workspace("T0NEW", "U0ME");
+    grant.user_scopes = vec!["search:read".into()];
+    let code = h.slack.issue_code(grant, Some(&h.redirect_uri()));
+    let r = h.callback(&flow, &code).await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0"),
+        "state cookie cleared"
+    );
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("slack://app?team=T0NEW&amp;id=A0GATEWAY"),
+        "{page}"
+    );
+
+    // oauth.v2.access got Basic client credentials and the redirect_uri.
+    let calls = h.slack.calls("oauth.v2.access");
+    assert_eq!(calls.len(), 1);
+    assert_eq!(
+        calls[0].basic_auth,
+        Some((CLIENT_ID.into(), CLIENT_SECRET.into()))
+    );
+    assert_eq!(calls[0].form["redirect_uri"], h.redirect_uri());
+    assert_eq!(h.slack.calls("auth.test").len(), 1);
+
+    let team = TeamRef::new(None, Some("T0NEW"), false);
+    let inst = h
+        .store
+        .find_bot(CLIENT_ID, &team)
+        .await
+        .unwrap()
+        .expect("saved before the answer");
+    assert_eq!(
+        inst.bot_id.as_deref(),
+        Some("BT0NEW"),
+        "bot_id from auth.test"
+    );
+    assert_eq!(inst.bot_user_id.as_deref(), Some("UT0NEWBOT"));
+    assert_eq!(inst.bot_scopes.as_deref(), Some("chat:write,commands"));
+    assert_eq!(inst.team_name.as_deref(), Some("Team T0NEW"));
+    assert_eq!(inst.user_id, "U0ME");
+    assert!(inst.user_token.is_some(), "user scopes were granted");
+    assert_eq!(inst.app_id.as_deref(), Some("A0GATEWAY"));
+    assert!(h
+        .slack
+        .token_is_valid(inst.bot_token.as_ref().unwrap().expose()));
+
+    // The next signed event from that workspace carries the new token.
+    let got = h.signed_event("T0NEW").await;
+    assert_eq!(got.as_deref(), inst.bot_token.as_ref().map(|t| t.expose()));
+}
+
+#[tokio::test]
+async fn org_wide_install_opens_the_org_app_page() {
+    let h = Harness::start("").await;
+    let flow = h.begin().await;
+    let code = h
+        .slack
+        .issue_code(Grant::org("E0ORG", "U0ADMIN"), Some(&h.redirect_uri()));
+    let r = h.callback(&flow, &code).await;
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("https://e0org.enterprise.slack.com/manage/organization/apps/profile/A0GATEWAY/workspaces/add"),
+        "{page}"
+    );
+    let org = TeamRef::new(Some("E0ORG"), None, true);
+    let inst = h
+        .store
+        .find_bot(CLIENT_ID, &org)
+        .await
+        .unwrap()
+        .expect("org install saved");
+    assert!(inst.is_enterprise_install);
+    assert_eq!(
+        inst.enterprise_url.as_deref(),
+        Some("https://e0org.enterprise.slack.com/")
+    );
+}
+
+#[tokio::test]
+async fn slack_error_param_fails_and_still_consumes_the_state() {
+    let h = Harness::start("").await;
+    let flow = h.begin().await;
+    let r = h
+        .get(
+            &format!(
+                "/slack/oauth_redirect?error=access_denied&state={}",
+                flow.state
+            ),
+            Some(&flow.cookie),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    assert!(r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
+    assert!(r.text().await.unwrap().contains("access_denied"));
+    let code = h
+        .slack
+        .issue_code(Grant::workspace("T1", "U1"), Some(&h.redirect_uri()));
+    assert_eq!(
+        h.failure_reason(h.callback(&flow, &code).await).await,
+        (400, "invalid_state".into())
+    );
+}
+
+#[tokio::test]
+async fn error_param_is_html_escaped() {
+    let h = Harness::start("").await;
+    let r = h
+        .get(
+            "/slack/oauth_redirect?error=%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    let page = r.text().await.unwrap();
+    assert!(!page.contains("<script>"), "{page}");
+    assert!(page.contains("&lt;script&gt;"));
+}
+
+#[tokio::test]
+async fn callback_refusals_name_their_reason() {
+    let h = Harness::start("").await;
+    // No code.
+    let flow = h.begin().await;
+    let r = h
+        .get(
+            &format!("/slack/oauth_redirect?state={}", flow.state),
+            Some(&flow.cookie),
+        )
+        .await;
+    assert_eq!(h.failure_reason(r).await, (400, "missing_code".into()));
+    // Unknown state, and no state at all.
+    let code = h
+        .slack
+        .issue_code(Grant::workspace("T1", "U1"), Some(&h.redirect_uri()));
+    let r = h
+        .get(
+            &format!("/slack/oauth_redirect?code={code}&state=forged"),
+            Some("slack-gateway-oauth-state=forged"),
+        )
+        .await;
+    assert_eq!(h.failure_reason(r).await, (400, "invalid_state".into()));
+    let r = h
+        .get(&format!("/slack/oauth_redirect?code={code}"), None)
+        .await;
+    assert_eq!(h.failure_reason(r).await, (400, "invalid_state".into()));
+    // Cookie from another browser, or none.
+    let flow = h.begin().await;
+    let other = h.begin().await;
+    let r = h
+        .get(
+            &format!("/slack/oauth_redirect?code={code}&state={}", flow.state),
+            Some(&other.cookie),
+        )
+        .await;
+    assert_eq!(h.failure_reason(r).await, (400, "invalid_browser".into()));
+    let flow = h.begin().await;
+    let r = h
+        .get(
+            &format!("/slack/oauth_redirect?code={code}&state={}", flow.state),
+            None,
+        )
+        .await;
+    assert_eq!(h.failure_reason(r).await, (400, "invalid_browser".into()));
+    // Expired state.
+    let now = slack_gateway::http::unix_now();
+    h.store.issue_state("old-state", now - 1).await.unwrap();
+    let r = h
+        .get(
+            &format!("/slack/oauth_redirect?code={code}&state=old-state"),
+            Some("slack-gateway-oauth-state=old-state"),
+        )
+        .await;
+    assert_eq!(h.failure_reason(r).await, (400, "expired_state".into()));
+    assert!(
+        h.slack.calls("oauth.v2.access").is_empty(),
+        "no refused callback reached Slack"
+    );
+    // After all that, a proper install still works.
+    let flow = h.begin().await;
+    assert_eq!(h.callback(&flow, &code).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_replayed_callback_is_refused() {
+    let h = Harness::start("").await;
+    let flow = h.begin().await;
+    let code = h
+        .slack
+        .issue_code(Grant::workspace("T1", "U1"), Some(&h.redirect_uri()));
+    assert_eq!(h.callback(&flow, &code).await.status(), 200);
+    assert_eq!(
+        h.failure_reason(h.callback(&flow, &code).await).await,
+        (400, "invalid_state".into())
+    );
+}
+
+#[tokio::test]
+async fn slack_ok_false_errors_are_shown() {
+    let h = Harness::start("").await;
+    let redirect = h.redirect_uri();
+    // A code Slack never issued.
+    let flow = h.begin().await;
+    assert_eq!(
+        h.failure_reason(h.callback(&flow, "made-up").await).await,
+        (400, "invalid_code".into())
+    );
+    // A code used twice (second browser flow, same code).
+    let code = h
+        .slack
+        .issue_code(Grant::workspace("T1", "U1"), Some(&redirect));
+    let flow = h.begin().await;
+    assert_eq!(h.callback(&flow, &code).await.status(), 200);
+    let flow = h.begin().await;
+    assert_eq!(
+        h.failure_reason(h.callback(&flow, &code).await).await,
+        (400, "invalid_code".into())
+    );
+    // A code older than 10 minutes.
+    let code = h
+        .slack
+        .issue_code(Grant::workspace("T2", "U1"), Some(&redirect));
+    h.slack.advance(601);
+    let flow = h.begin().await;
+    assert_eq!(
+        h.failure_reason(h.callback(&flow, &code).await).await,
+        (400, "invalid_code".into())
+    );
+    // A code issued for another redirect_uri.
+    let code = h.slack.issue_code(
+        Grant::workspace("T3", "U1"),
+        Some("https://elsewhere.example.com/cb"),
+    );
+    let flow = h.begin().await;
+    assert_eq!(
+        h.failure_reason(h.callback(&flow, &code).await).await,
+        (400, "bad_redirect_uri".into())
+    );
+    assert!(h
+        .store
+        .find_bot(CLIENT_ID, &TeamRef::new(None, Some("T3"), false))
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn a_wrong_client_secret_is_refused_by_slack() {
+    let slack = FakeSlack::start(CLIENT_ID, "the-real-secret").await;
+    let h = Harness::start_with(slack, "client_secret = \"not-the-secret\"", "").await;
+    let flow = h.begin().await;
+    let code = h
+        .slack
+        .issue_code(Grant::workspace("T1", "U1"), Some(&h.redirect_uri()));
+    assert_eq!(
+        h.failure_reason(h.callback(&flow, &code).await).await,
+        (400, "bad_client_secret".into())
+    );
+}
+
+#[tokio::test]
+async fn slack_unreachable_erroring_or_slow_is_a_502() {
+    let h = Harness::start_raw("[slack]\napi_timeout = \"300ms\"", "").await;
+    for fault in [
+        Fault::Status(500),
+        Fault::Status(503),
+        Fault::Delay(Duration::from_millis(800)),
+    ] {
+        h.slack.set_fault(Some(fault.clone()));
+        let flow = h.begin().await;
+        let code = h
+            .slack
+            .issue_code(Grant::workspace("T1", "U1"), Some(&h.redirect_uri()));
+        assert_eq!(
+            h.failure_reason(h.callback(&flow, &code).await).await,
+            (502, "slack_unreachable".into()),
+            "{fault:?}"
+        );
+    }
+    h.slack.set_fault(None);
+    let flow = h.begin().await;
+    let code = h
+        .slack
+        .issue_code(Grant::workspace("T1", "U1"), Some(&h.redirect_uri()));
+    assert_eq!(
+        h.callback(&flow, &code).await.status(),
+        200,
+        "works again once Slack is back"
+    );
+
+    // Nothing listening at all.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let h = Harness::start_raw(
+        &format!("[slack]\napi_url = \"http://127.0.0.1:{port}/api\""),
+        "",
+    )
+    .await;
+    let flow = h.begin().await;
+    let r = h
+        .get(
+            &format!("/slack/oauth_redirect?code=c&state={}", flow.state),
+            Some(&flow.cookie),
+        )
+        .await;
+    assert_eq!(h.failure_reason(r).await, (502, "slack_unreachable".into()));
+}
+
+#[tokio::test]
+async fn success_and_failure_urls_get_redirects() {
+    let h = Harness::start(
+        "success_url = \"https://example.com/installed\"\nfailure_url = \"https://example.com/failed?x=1\"",
+    )
+    .await;
+    let flow = h.begin().await;
+    let code = h
+        .slack
+        .issue_code(Grant::workspace("T0OK", "U1"), Some(&h.redirect_uri()));
+    let r = h.callback(&flow, &code).await;
+    assert_eq!(r.status(), 302);
+    assert_eq!(
+        r.headers()["location"],
+        "https://example.com/installed?team=T0OK&enterprise=&app=A0GATEWAY"
+    );
+    let r = h.callback(&flow, &code).await;
+    assert_eq!(r.status(), 302);
+    assert_eq!(
+        r.headers()["location"],
+        "https://example.com/failed?x=1&reason=invalid_state"
+    );
+    assert!(r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
+}
+
+#[tokio::test]
+async fn custom_templates_are_used_and_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = |name: &str, body: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        p.display().to_string()
+    };
+    let install = t(
+        "install.html",
+        "<a id=go href=\"{{authorize_url}}\">Install ours</a>",
+    );
+    let success = t(
+        "success.html",
+        "<p>Welcome {{team_name}} ({{team_id}}) {{slack_url}}</p>",
+    );
+    let failure = t("failure.html", "<p class=oops>{{reason}}</p>");
+    let h = Harness::start(&format!(
+        "install_page_template = \"{install}\"\nsuccess_page_template = \"{success}\"\nfailure_page_template = \"{failure}\""
+    ))
+    .await;
+    let r = h.get("/slack/install", None).await;
+    let page = r.text().await.unwrap();
+    assert!(page.starts_with("<a id=go href=\"http://"), "{page}");
+    assert!(
+        page.contains("&amp;state="),
+        "URL attribute escaped: {page}"
+    );
+    let flow = h.begin().await;
+    let mut grant = Grant::workspace("T0TPL", "U1");
+    grant.team_name = "<b>Acme</b>".into();
+    let code = h.slack.issue_code(grant, Some(&h.redirect_uri()));
+    let page = h.callback(&flow, &code).await.text().await.unwrap();
+    assert_eq!(
+        page,
+        "<p>Welcome &lt;b&gt;Acme&lt;/b&gt; (T0TPL) slack://app?team=T0TPL&amp;id=A0GATEWAY</p>"
+    );
+    let r = h
+        .get("/slack/oauth_redirect?error=%22%3E%3Cimg", None)
+        .await;
+    assert_eq!(
+        r.text().await.unwrap(),
+        "<p class=oops>&quot;&gt;&lt;img</p>"
+    );
+}
+
+#[tokio::test]
+async fn stateless_org_installs_only_when_enabled_and_org_wide() {
+    let h = Harness::start("accept_stateless_org_installs = true").await;
+    let code = h
+        .slack
+        .issue_code(Grant::org("E0ADMIN", "U1"), Some(&h.redirect_uri()));
+    let r = h
+        .get(&format!("/slack/oauth_redirect?code={code}"), None)
+        .await;
+    assert_eq!(
+        r.status(),
+        200,
+        "org-wide install from the admin pages, no state"
+    );
+    let code = h
+        .slack
+        .issue_code(Grant::workspace("T0WS", "U1"), Some(&h.redirect_uri()));
+    let r = h
+        .get(&format!("/slack/oauth_redirect?code={code}"), None)
+        .await;
+    assert_eq!(
+        h.failure_reason(r).await,
+        (400, "invalid_state".into()),
+        "a workspace install needs a state"
+    );
+    assert!(h
+        .store
+        .find_bot(CLIENT_ID, &TeamRef::new(None, Some("T0WS"), false))
+        .await
+        .unwrap()
+        .is_none());
+
+    let h = Harness::start("").await;
+    let code = h
+        .slack
+        .issue_code(Grant::org("E0ADMIN", "U1"), Some(&h.redirect_uri()));
+    let r = h
+        .get(&format!("/slack/oauth_redirect?code={code}"), None)
+        .await;
+    assert_eq!(
+        h.failure_reason(r).await,
+        (400, "invalid_state".into()),
+        "off by default"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_callbacks_with_one_state_make_exactly_one_install() {
+    let h = Arc::new(Harness::start("").await);
+    let flow = Arc::new(h.begin().await);
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let h = h.clone();
+        let flow = flow.clone();
+        tasks.push(tokio::spawn(async move {
+            let code = h.slack.issue_code(
+                Grant::workspace(&format!("T0RACE{i}"), "U1"),
+                Some(&h.redirect_uri()),
+            );
+            h.callback(&flow, &code).await.status().as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 400).count(),
+        11,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        h.slack.calls("oauth.v2.access").len(),
+        1,
+        "only the winner reached Slack"
+    );
+    assert_eq!(
+        h.store
+            .list(CLIENT_ID)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r.kind == slack_gateway::store::RecordKind::Bot)
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn rotation_refreshes_once_for_many_waiting_requests() {
+    let h = Arc::new(Harness::start("").await);
+    // Tokens live one hour; the gateway refreshes those expiring within two.
+    h.slack.enable_rotation(3600);
+    h.slack.set_refresh_delay(Duration::from_millis(200));
+    let flow = h.begin().await;
+    let code = h
+        .slack
+        .issue_code(Grant::workspace("T0ROT", "U1"), Some(&h.redirect_uri()));
+    assert_eq!(h.callback(&flow, &code).await.status(), 200);
+    let team = TeamRef::new(None, Some("T0ROT"), false);
+    let first = h.store.find_bot(CLIENT_ID, &team).await.unwrap().unwrap();
+    let old_token = first.bot_token.clone().unwrap();
+    assert!(first.bot_refresh_token.is_some() && first.bot_token_expires_at.is_some());
+
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let h = h.clone();
+        tasks.push(tokio::spawn(async move { h.signed_event("T0ROT").await }));
+    }
+    let mut seen = Vec::new();
+    for t in tasks {
+        seen.push(t.await.unwrap().expect("forwarded with a token"));
+    }
+    assert_eq!(
+        h.slack.refresh_calls(),
+        1,
+        "one refresh however many requests wait"
+    );
+    let stored = h.store.find_bot(CLIENT_ID, &team).await.unwrap().unwrap();
+    let new_token = stored.bot_token.clone().unwrap();
+    assert_ne!(
+        new_token.expose(),
+        old_token.expose(),
+        "persisted before use"
+    );
+    assert!(
+        seen.iter().all(|t| t == new_token.expose()),
+        "every request used the new token"
+    );
+    assert!(h.slack.token_is_valid(new_token.expose()));
+    assert!(stored.bot_token_expires_at.unwrap() > first.bot_token_expires_at.unwrap() - 5);
+}
+
+#[tokio::test]
+async fn a_refused_refresh_of_an_expired_token_is_a_503_not_a_stale_token() {
+    let h = Harness::start("").await;
+    h.slack.enable_rotation(0); // tokens expire at once
+    let flow = h.begin().await;
+    let code = h
+        .slack
+        .issue_code(Grant::workspace("T0EXP", "U1"), Some(&h.redirect_uri()));
+    assert_eq!(
+        h.failure_reason(h.callback(&flow, &code).await).await,
+        (400, "token_expired".into()),
+        "auth.test refuses an already expired token: Slack said no, so 400 with Slack's reason"
+    );
+    // Install again with long-lived tokens, then spend the refresh token behind the gateway's back.
+    h.slack.enable_rotation(3600);
+    let flow = h.begin().await;
+    let code = h
+        .slack
+        .issue_code(Grant::workspace("T0EXP", "U1"), Some(&h.redirect_uri()));
+    assert_eq!(h.callback(&flow, &code).await.status(), 200);
+    let team = TeamRef::new(None, Some("T0EXP"), false);
+    let mut inst = h.store.find_bot(CLIENT_ID, &team).await.unwrap().unwrap();
+    h.spend_refresh_token(inst.bot_refresh_token.as_ref().unwrap().expose())
+        .await;
+    // Still valid for an hour: the gateway keeps using it after Slack refuses the refresh.
+    let token = h.signed_event("T0EXP").await;
+    assert_eq!(
+        token.as_deref(),
+        inst.bot_token.as_ref().map(|t| t.expose())
+    );
+    // Expired: the request is refused (503) rather than sent with a dead token.
+    inst.bot_token_expires_at = Some(slack_gateway::http::unix_now() as i64 - 10);
+    h.store
+        .update_record(
+            CLIENT_ID,
+            &team,
+            &slack_gateway::store::RecordKind::Bot,
+            &inst,
+        )
+        .await
+        .unwrap();
+    let (status, forwarded) = h.signed_event_status("T0EXP").await;
+    assert_eq!(status, 503);
+    assert!(!forwarded, "nothing forwarded");
+}
+
+#[tokio::test]
+async fn the_flow_ends_in_the_upstream_with_the_token_via_the_authorize_page() {
+    // The same path a browser takes, by following the links: install page → fake authorize
+    // page → its Allow link → callback.
+    let h = Harness::start("").await;
+    let Flow { cookie, .. } = h.begin().await;
+    let _ = cookie;
+    let r = h.get("/slack/install", None).await;
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let authorize = Harness::authorize_url_in(&r.text().await.unwrap());
+    let page = reqwest::get(authorize.as_str())
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let allow = page
+        .split("id=\"allow\" href=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&amp;", "&");
+    let allow = url::Url::parse(&allow).unwrap();
+    let path = format!("{}?{}", allow.path(), allow.query().unwrap());
+    let r = h.get(&path, Some(&cookie)).await;
+    assert_eq!(r.status(), 200);
+    let token = h.signed_event("T0FAKE1").await;
+    assert!(token.is_some_and(|t| t.starts_with("xoxb-")));
+}
