@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::oauth::rotation::Rotator;
 use crate::proxy::headers::StripSet;
+use crate::proxy::replay::ReplayGuard;
 use crate::slack::api::SlackApi;
 use crate::store::InstallationStore;
 
@@ -82,6 +83,8 @@ pub struct Gateway {
     pub api: SlackApi,
     /// One token refresh per installation at a time.
     pub rotator: Rotator,
+    /// Signatures seen in the last five minutes (replay protection).
+    pub replay: ReplayGuard,
     /// Set on SIGTERM: `/readyz` answers 503 so load balancers stop sending traffic.
     draining: AtomicBool,
     /// Where the config was read from (for reload).
@@ -112,6 +115,7 @@ impl Gateway {
             upstream,
             api: SlackApi::new(),
             rotator: Rotator::default(),
+            replay: ReplayGuard::default(),
             draining: AtomicBool::new(false),
             config_path,
         })

@@ -15,6 +15,7 @@
 //! succeeded.
 
 pub mod headers;
+pub mod replay;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -152,7 +153,7 @@ async fn run(
             .map(HeaderValue::as_bytes),
     );
 
-    if let Err(reason) = verify_signature(live, &parts.headers, &body) {
+    if let Err(reason) = verify_signature(gw, live, &parts.headers, &body) {
         // Slack's one unsigned request; answered, never forwarded.
         if payload::is_ssl_check(kind, &body) {
             return Ok(empty(StatusCode::OK));
@@ -210,21 +211,31 @@ async fn read_body(
 }
 
 /// Stage 2: the signature, against the current and previous signing secrets.
+/// With `server.replay_protection`, an exact replay inside the window is refused too.
 fn verify_signature(
+    gw: &Gateway,
     live: &Live,
     headers: &http::HeaderMap,
     body: &[u8],
 ) -> Result<(), SignatureError> {
-    signature::verify(
+    let now = unix_now();
+    let verified = signature::verify(
         live.config.signing_secrets(),
         headers
             .get("x-slack-request-timestamp")
             .map(HeaderValue::as_bytes),
         headers.get("x-slack-signature").map(HeaderValue::as_bytes),
         body,
-        unix_now(),
-    )
-    .map(|_| ())
+        now,
+    )?;
+    if live.config.server.replay_protection
+        && !gw
+            .replay
+            .first_sighting(verified.mac, verified.timestamp, now)
+    {
+        return Err(SignatureError::Replayed);
+    }
+    Ok(())
 }
 
 /// Stage 5: the installation for the payload's identity (the org's for org-wide installs).

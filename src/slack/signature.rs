@@ -23,16 +23,19 @@ pub enum SignatureError {
     StaleTimestamp,
     MalformedSignature,
     Mismatch,
+    /// A valid signature seen before inside the window: an exact replay.
+    Replayed,
 }
 
 impl SignatureError {
-    pub const ALL: [SignatureError; 6] = [
+    pub const ALL: [SignatureError; 7] = [
         SignatureError::MissingTimestamp,
         SignatureError::MissingSignature,
         SignatureError::InvalidTimestamp,
         SignatureError::StaleTimestamp,
         SignatureError::MalformedSignature,
         SignatureError::Mismatch,
+        SignatureError::Replayed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -43,6 +46,7 @@ impl SignatureError {
             SignatureError::StaleTimestamp => "stale_timestamp",
             SignatureError::MalformedSignature => "malformed_signature",
             SignatureError::Mismatch => "signature_mismatch",
+            SignatureError::Replayed => "replayed_request",
         }
     }
 }
@@ -53,17 +57,28 @@ impl std::fmt::Display for SignatureError {
     }
 }
 
+/// A request whose signature checked out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    /// Which secret matched (0 is the current one).
+    pub secret_index: usize,
+    /// The request's timestamp, Unix seconds.
+    pub timestamp: u64,
+    /// The signature's MAC, which identifies the exact request (for replay protection).
+    pub mac: [u8; 32],
+}
+
 /// Checks a request's signature headers against its raw body.
 ///
 /// `timestamp` and `signature` are the raw header values (absent → `None`); `now` is Unix
-/// seconds. Returns the index of the secret that matched (0 is the current one).
+/// seconds.
 pub fn verify<'a>(
     secrets: impl IntoIterator<Item = &'a Secret>,
     timestamp: Option<&[u8]>,
     signature: Option<&[u8]>,
     body: &[u8],
     now: u64,
-) -> Result<usize, SignatureError> {
+) -> Result<Verified, SignatureError> {
     let ts = timestamp.ok_or(SignatureError::MissingTimestamp)?;
     let sig = signature.ok_or(SignatureError::MissingSignature)?;
     let ts_str = std::str::from_utf8(ts).map_err(|_| SignatureError::InvalidTimestamp)?;
@@ -90,7 +105,11 @@ pub fn verify<'a>(
         mac.update(b":");
         mac.update(body);
         if mac.verify_slice(&expected).is_ok() {
-            return Ok(i);
+            return Ok(Verified {
+                secret_index: i,
+                timestamp: ts_num,
+                mac: expected,
+            });
         }
     }
     Err(SignatureError::Mismatch)
@@ -132,6 +151,7 @@ mod tests {
             body.as_bytes(),
             now,
         )
+        .map(|v| v.secret_index)
     }
 
     #[test]
