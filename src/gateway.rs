@@ -3,14 +3,15 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::sign::CertifiedKey;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -19,6 +20,7 @@ use crate::proxy::headers::StripSet;
 use crate::proxy::replay::ReplayGuard;
 use crate::slack::api::SlackApi;
 use crate::store::InstallationStore;
+use crate::tls::Tls;
 
 /// How long an idle pooled upstream connection is kept.
 pub const UPSTREAM_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -89,6 +91,10 @@ pub struct Gateway {
     draining: AtomicBool,
     /// Where the config was read from (for reload).
     pub config_path: PathBuf,
+    /// TLS of the public listener, when `server.tls` is set.
+    tls: ArcSwapOption<Tls>,
+    /// Fingerprint of the config and its files at the last load (see [`crate::reload`]).
+    fingerprint: Mutex<Option<u64>>,
 }
 
 impl Gateway {
@@ -106,6 +112,7 @@ impl Gateway {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .build(connector);
+        let fingerprint = crate::reload::fingerprint(&config_path, &config.referenced_files);
         let metrics = Metrics::new();
         metrics.reload("success");
         Arc::new(Gateway {
@@ -117,7 +124,9 @@ impl Gateway {
             rotator: Rotator::default(),
             replay: ReplayGuard::default(),
             draining: AtomicBool::new(false),
+            fingerprint: Mutex::new(fingerprint),
             config_path,
+            tls: ArcSwapOption::empty(),
         })
     }
 
@@ -130,6 +139,28 @@ impl Gateway {
     /// Swaps in a new validated config; requests in flight keep the old one.
     pub fn swap_config(&self, config: Config) {
         self.live.store(Arc::new(Live::new(config)));
+    }
+
+    /// The public listener's TLS, if on.
+    pub fn tls(&self) -> Option<Arc<Tls>> {
+        self.tls.load_full()
+    }
+
+    /// Serves `key` on new TLS connections (`None`: plain HTTP).
+    pub fn set_tls(&self, key: Option<CertifiedKey>) {
+        match (key, self.tls.load_full()) {
+            (Some(k), Some(tls)) => tls.swap(k),
+            (Some(k), None) => self.tls.store(Some(Arc::new(Tls::new(k)))),
+            (None, _) => self.tls.store(None),
+        }
+    }
+
+    pub fn last_fingerprint(&self) -> Option<u64> {
+        *self.fingerprint.lock().expect("fingerprint lock")
+    }
+
+    pub fn set_fingerprint(&self, f: Option<u64>) {
+        *self.fingerprint.lock().expect("fingerprint lock") = f;
     }
 
     pub fn start_draining(&self) {

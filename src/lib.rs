@@ -35,6 +35,7 @@ pub mod secret;
 pub mod server;
 pub mod slack;
 pub mod store;
+pub mod tls;
 pub mod transfer;
 
 use std::future::Future;
@@ -46,6 +47,15 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::store::{sled::SledStore, InstallationStore, StoreError};
+
+/// Why the gateway could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("server.tls: {0}")]
+    Tls(#[from] tls::TlsError),
+}
 
 /// Opens the configured store and builds the gateway's shared state.
 pub fn open(config: Config, config_path: &Path) -> Result<Arc<Gateway>, StoreError> {
@@ -61,8 +71,16 @@ pub async fn run(
     public: TcpListener,
     admin: TcpListener,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), StoreError> {
-    let grace = gw.live().config.server.shutdown_grace;
+) -> Result<(), RunError> {
+    let live = gw.live();
+    if let Some(t) = &live.config.server.tls {
+        if gw.tls().is_none() {
+            gw.set_tls(Some(tls::load_certified_key(t)?));
+        }
+    }
+    let grace = live.config.server.shutdown_grace;
+    drop(live);
+    let watcher = reload::spawn_watcher(&gw);
     let (stop_public, public_rx) = tokio::sync::watch::channel(false);
     let (stop_admin, admin_rx) = tokio::sync::watch::channel(false);
     let public_task = tokio::spawn(server::serve(
@@ -86,6 +104,9 @@ pub async fn run(
     let _ = public_task.await;
     let _ = stop_admin.send(true);
     let _ = admin_task.await;
+    if let Some(w) = watcher {
+        w.abort();
+    }
     gw.store.flush().await?;
     tracing::info!("stopped");
     Ok(())

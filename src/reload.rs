@@ -1,11 +1,26 @@
 //! Configuration reload: read the file again, validate it whole, swap it in.
 //!
-//! Reload never makes things worse: an invalid file is logged with its reason and the old
-//! config stays. Keys that cannot change while running ([`RESTART_ONLY`]) keep their old
-//! values in the swapped config, with a warning, so nothing is half-applied.
+//! Triggers: the file watcher ([`spawn_watcher`], on the config's folder and the folders of
+//! every file it references, so editors that save by rename and Kubernetes' symlink swaps are
+//! seen), SIGHUP and `POST /-/reload`. The watcher debounces bursts of events and reloads only
+//! when the content of the config or a referenced file changed.
+//!
+//! Reload never makes things worse: the new config, and its TLS certificate if any, are
+//! loaded and checked aside; on any error the reason is logged (key and line) and the old
+//! config stays in force. Keys that cannot change while running ([`RESTART_ONLY`]) keep their
+//! old values in the swapped config, with a warning, so nothing is half-applied.
+
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::Watcher;
 
 use crate::config::{Config, ConfigError};
 use crate::gateway::Gateway;
+use crate::tls::TlsError;
 
 /// Keys whose change takes effect only on restart.
 pub const RESTART_ONLY: [&str; 4] = [
@@ -15,23 +30,80 @@ pub const RESTART_ONLY: [&str; 4] = [
     "storage",
 ];
 
-/// Reloads the config from the gateway's config path.
-pub fn reload(gw: &Gateway) -> Result<(), ConfigError> {
-    match Config::load(&gw.config_path) {
-        Ok(new) => {
-            let old = gw.live();
-            let new = keep_restart_only(&old.config, new);
-            gw.swap_config(new);
-            gw.metrics.reload("success");
-            tracing::info!(path = %gw.config_path.display(), "configuration reloaded");
-            Ok(())
-        }
+/// Quiet time after a file event before reloading: editors write in several steps.
+pub const WATCH_DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// Why a reload was refused. The old configuration stays in force.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("server.tls: {0}")]
+    Tls(#[from] TlsError),
+}
+
+/// What a change-triggered reload did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Reloaded,
+    Unchanged,
+}
+
+/// A hash of the config file and every file it references; `None` if the config is
+/// unreadable.
+pub fn fingerprint(config_path: &Path, referenced: &[PathBuf]) -> Option<u64> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::fs::read(config_path).ok()?.hash(&mut h);
+    for f in referenced {
+        f.hash(&mut h);
+        std::fs::read(f).ok().hash(&mut h);
+    }
+    Some(h.finish())
+}
+
+/// Reloads unconditionally (SIGHUP, `POST /-/reload`).
+pub fn reload(gw: &Gateway) -> Result<(), ReloadError> {
+    match load_and_swap(gw) {
+        Ok(()) => Ok(()),
         Err(e) => {
             gw.metrics.reload("failure");
             tracing::error!(error = %e, "configuration reload failed; the previous configuration stays in force");
             Err(e)
         }
     }
+}
+
+/// Reloads when the config or a referenced file changed since the last load.
+pub fn reload_if_changed(gw: &Gateway) -> Result<Outcome, ReloadError> {
+    let live = gw.live();
+    let now = fingerprint(&gw.config_path, &live.config.referenced_files);
+    if now.is_some() && now == gw.last_fingerprint() {
+        return Ok(Outcome::Unchanged);
+    }
+    reload(gw).map(|()| Outcome::Reloaded)
+}
+
+fn load_and_swap(gw: &Gateway) -> Result<(), ReloadError> {
+    let new = Config::load(&gw.config_path)?;
+    let old = gw.live();
+    let new = keep_restart_only(&old.config, new);
+    // The certificate is checked before anything is swapped.
+    let key = match &new.server.tls {
+        Some(t) => Some(crate::tls::load_certified_key(t)?),
+        None => None,
+    };
+    gw.set_tls(key);
+    gw.set_fingerprint(fingerprint(&gw.config_path, &new.referenced_files));
+    for key in &new.placeholder_secrets {
+        tracing::warn!(
+            key = key.as_str(),
+            "a development placeholder secret is in use"
+        );
+    }
+    gw.swap_config(new);
+    gw.metrics.reload("success");
+    tracing::info!(path = %gw.config_path.display(), "configuration reloaded");
+    Ok(())
 }
 
 /// `new` with the restart-only values of `old`, warning about each that differs.
@@ -63,4 +135,72 @@ pub fn keep_restart_only(old: &Config, mut new: Config) -> Config {
         );
     }
     new
+}
+
+/// The folders to watch: the config's and those of the files it references.
+fn folders(config_path: &Path, referenced: &[PathBuf]) -> HashSet<PathBuf> {
+    std::iter::once(config_path)
+        .chain(referenced.iter().map(PathBuf::as_path))
+        .filter_map(|p| {
+            let parent = p.parent()?;
+            Some(if parent.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                parent.to_path_buf()
+            })
+        })
+        .collect()
+}
+
+/// Watches the config and its referenced files; reloads on change until `gw` is dropped.
+/// A watcher that cannot start is logged: SIGHUP and `POST /-/reload` still work.
+pub fn spawn_watcher(gw: &Arc<Gateway>) -> Option<tokio::task::JoinHandle<()>> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut watcher = match notify::recommended_watcher(
+        move |res: notify::Result<notify::Event>| {
+            if res.is_ok() {
+                let _ = tx.send(());
+            }
+        },
+    ) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP or POST /-/reload");
+            return None;
+        }
+    };
+    let mut watched = HashSet::new();
+    let watch_new = |watcher: &mut notify::RecommendedWatcher,
+                     gw: &Gateway,
+                     watched: &mut HashSet<PathBuf>| {
+        for dir in folders(&gw.config_path, &gw.live().config.referenced_files) {
+            if watched.contains(&dir) {
+                continue;
+            }
+            match watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    watched.insert(dir);
+                }
+                Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot watch folder"),
+            }
+        }
+    };
+    watch_new(&mut watcher, gw, &mut watched);
+    let weak = Arc::downgrade(gw);
+    Some(tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            // Debounce: wait until events stop for a moment.
+            loop {
+                match tokio::time::timeout(WATCH_DEBOUNCE, rx.recv()).await {
+                    Ok(Some(())) => continue,
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            let Some(gw) = weak.upgrade() else { return };
+            if let Ok(Outcome::Reloaded) = reload_if_changed(&gw) {
+                watch_new(&mut watcher, &gw, &mut watched);
+            }
+        }
+    }))
 }

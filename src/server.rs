@@ -23,6 +23,8 @@ use crate::http::Body;
 
 /// A client must send its request headers within this time (slowloris).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client must finish the TLS handshake within this time.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once per listener; more wait in the kernel's backlog.
 pub const MAX_CONNECTIONS: usize = 10_000;
 /// Pause after a failed accept (out of file descriptors, say) before trying again.
@@ -75,16 +77,29 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
+        let tls = match which {
+            Listener::Public => gw.tls(),
+            Listener::Admin => None,
+        };
         let gw = gw.clone();
-        let svc = service_fn(move |req| {
-            let gw = gw.clone();
-            async move { Ok::<_, Infallible>(route(&gw, req, peer, which).await) }
-        });
-        let conn = builder.serve_connection(TokioIo::new(stream), svc);
-        let conn = graceful.watch(conn);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            match tls {
+                None => serve_connection(gw, builder, watcher, stream, peer, which, "http").await,
+                Some(tls) => {
+                    let handshake =
+                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream))
+                            .await;
+                    match handshake {
+                        Ok(Ok(stream)) => {
+                            serve_connection(gw, builder, watcher, stream, peer, which, "https")
+                                .await
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
             }
             drop(permit);
         });
@@ -96,14 +111,37 @@ pub async fn serve(
     }
 }
 
+/// Serves one connection's requests until it closes or the listener drains.
+async fn serve_connection<I>(
+    gw: Arc<Gateway>,
+    builder: http1::Builder,
+    watcher: hyper_util::server::graceful::Watcher,
+    io: I,
+    peer: SocketAddr,
+    which: Listener,
+    scheme: &'static str,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let gw = gw.clone();
+        async move { Ok::<_, Infallible>(route(&gw, req, peer, which, scheme).await) }
+    });
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
 async fn route(
     gw: &Arc<Gateway>,
     req: Request<Incoming>,
     peer: SocketAddr,
     which: Listener,
+    scheme: &'static str,
 ) -> Response<Body> {
     match which {
-        Listener::Public => route_public(gw, req, peer).await,
+        Listener::Public => route_public(gw, req, peer, scheme).await,
         Listener::Admin => crate::admin::handle(gw, req).await,
     }
 }
@@ -112,6 +150,7 @@ async fn route_public(
     gw: &Arc<Gateway>,
     req: Request<Incoming>,
     peer: SocketAddr,
+    scheme: &'static str,
 ) -> Response<Body> {
     use crate::metrics::Route;
     let started = Instant::now();
@@ -121,7 +160,7 @@ async fn route_public(
     let (route, resp) = if cfg.upstream.slack_paths.iter().any(|p| p == path) {
         (
             Route::Slack,
-            crate::proxy::handle(gw, &live, req, peer, "http").await,
+            crate::proxy::handle(gw, &live, req, peer, scheme).await,
         )
     } else if path == cfg.oauth.install_path {
         (Route::Install, crate::oauth::install(gw, &live, req).await)
