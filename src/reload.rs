@@ -188,6 +188,10 @@ pub fn spawn_watcher(gw: &Arc<Gateway>) -> Option<tokio::task::JoinHandle<()>> {
     watch_new(&mut watcher, gw, &mut watched);
     let weak = Arc::downgrade(gw);
     Some(tokio::spawn(async move {
+        // An edit between the first load and the watch being in place raised no event.
+        if let Some(gw) = weak.upgrade() {
+            let _ = reload_if_changed(&gw);
+        }
         while rx.recv().await.is_some() {
             // Debounce: wait until events stop for a moment.
             loop {

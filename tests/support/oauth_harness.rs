@@ -33,6 +33,8 @@ pub struct Flow {
 
 pub struct Harness {
     pub slack: FakeSlack,
+    pub gw: Arc<Gateway>,
+    pub config_path: std::path::PathBuf,
     pub store: Arc<SledStore>,
     pub public: SocketAddr,
     pub admin: SocketAddr,
@@ -87,6 +89,17 @@ impl Harness {
     }
 
     pub async fn start_with(slack: FakeSlack, slack_extra: &str, oauth_extra: &str) -> Harness {
+        Self::start_full(slack, "", slack_extra, oauth_extra).await
+    }
+
+    /// The most general form: extra `[server]`, `[slack]` and `[oauth]` lines. With
+    /// `tls = ...` in `server_extra` the public URL is https.
+    pub async fn start_full(
+        slack: FakeSlack,
+        server_extra: &str,
+        slack_extra: &str,
+        oauth_extra: &str,
+    ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -107,8 +120,13 @@ impl Harness {
                 slack_lines.push('\n');
             }
         }
+        let scheme = if server_extra.contains("tls") {
+            "https"
+        } else {
+            "http"
+        };
         let toml = format!(
-            "[server]\nlisten = \"{public_addr}\"\nadmin_listen = \"{admin_addr}\"\npublic_url = \"http://{public_addr}\"\n\
+            "[server]\nlisten = \"{public_addr}\"\nadmin_listen = \"{admin_addr}\"\npublic_url = \"{scheme}://{public_addr}\"\n{server_extra}\n\
              [slack]\n{slack_lines}signing_secret = \"{SIGNING_SECRET}\"\n{slack_extra}\n\
              [oauth]\nscopes = [\"chat:write\", \"commands\"]\nuser_scopes = [\"search:read\"]\n{oauth_extra}\n\
              [upstream]\nurl = \"http://{upstream}\"\n\
@@ -122,15 +140,36 @@ impl Harness {
         let store = Arc::new(SledStore::open(&config.storage.path).unwrap());
         let gw = Gateway::new(config, path.clone(), store.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(slack_gateway::run(gw, public, admin, async move {
-            let _ = stopped.await;
-        }));
+        let running = gw.clone();
+        tokio::spawn(async move {
+            let result = slack_gateway::run(running, public, admin, async move {
+                let _ = stopped.await;
+            })
+            .await;
+            if let Err(e) = result {
+                panic!("gateway stopped: {e}");
+            }
+        });
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();
+        // Ready once the admin listener answers (listeners and watcher are up by then).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !reqwest::get(format!("http://{admin_addr}/readyz"))
+            .await
+            .is_ok_and(|r| r.status() == reqwest::StatusCode::OK)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "gateway did not become ready"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         Harness {
             slack,
+            gw,
+            config_path: path,
             store,
             public: public_addr,
             admin: admin_addr,
@@ -142,6 +181,56 @@ impl Harness {
 
     pub fn public_url(&self) -> String {
         format!("http://{}", self.public)
+    }
+
+    /// The current text of the gateway's config file.
+    pub fn config_text(&self) -> String {
+        std::fs::read_to_string(&self.config_path).unwrap()
+    }
+
+    /// The authorize URL's query of a fresh install, as a map.
+    pub async fn authorize_query(&self) -> std::collections::HashMap<String, String> {
+        let page = self.get("/slack/install", None).await.text().await.unwrap();
+        Self::authorize_url_in(&page)
+            .query_pairs()
+            .into_owned()
+            .collect()
+    }
+
+    /// Polls until the next authorize URL's `scope` is `want`, for at most `limit`.
+    pub async fn wait_for_scope(&self, want: &str, limit: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if self
+                .authorize_query()
+                .await
+                .get("scope")
+                .map(String::as_str)
+                == Some(want)
+            {
+                return true;
+            }
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A counter from the admin listener's /metrics (0 when absent).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = reqwest::get(format!("http://{}/metrics", self.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.trim().parse().ok())
+            })
+            .unwrap_or(0.0)
     }
 
     pub fn redirect_uri(&self) -> String {
