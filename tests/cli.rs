@@ -1,0 +1,383 @@
+//! The real binary: `check`, exit codes, the shipped config, signals and draining.
+
+use std::convert::Infallible;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+
+const BIN: &str = env!("CARGO_BIN_EXE_slack-gateway");
+const SIGNING_SECRET: &str = "cli-test-signing-secret";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A config for the binary on free ports, forwarding to `upstream`.
+fn write_config(dir: &Path, upstream: SocketAddr, scopes: &str) -> (PathBuf, u16, u16) {
+    let (public, admin) = (free_port(), free_port());
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:{public}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nshutdown_grace = \"10s\"\n\
+         [slack]\nclient_id = \"111.222\"\nclient_secret = \"cli-client-secret\"\nsigning_secret = \"{SIGNING_SECRET}\"\n\
+         [oauth]\nscopes = [{scopes}]\n[upstream]\nurl = \"http://{upstream}\"\ntimeout = \"5s\"\n\
+         [storage]\npath = \"{}\"\n",
+        dir.join("data").display()
+    );
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, text).unwrap();
+    (path, public, admin)
+}
+
+struct Running {
+    child: Child,
+    stderr_path: PathBuf,
+}
+
+impl Running {
+    fn start(config: &Path, dir: &Path) -> Running {
+        let stderr_path = dir.join("stderr.log");
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .unwrap();
+        Running { child, stderr_path }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    fn stderr(&self) -> String {
+        let mut s = String::new();
+        std::fs::File::open(&self.stderr_path)
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
+        s
+    }
+
+    async fn wait_ready(&self, admin: u16) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{admin}/readyz")).await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway not ready; stderr:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An upstream that answers after `delay`, telling `arrived` when a request comes in.
+async fn slow_upstream(delay: Duration) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |_req| {
+                    let tx = tx.clone();
+                    async move {
+                        let _ = tx.send(());
+                        tokio::time::sleep(delay).await;
+                        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(
+                            b"done",
+                        ))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, rx)
+}
+
+fn signed_event(public: u16) -> reqwest::RequestBuilder {
+    let body =
+        r#"{"type":"event_callback","team_id":"T1","event":{"type":"app_mention","user":"U1"}}"#;
+    let ts = slack_gateway::http::unix_now();
+    reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{public}/slack/events"))
+        .header("content-type", "application/json")
+        .header("x-slack-request-timestamp", ts.to_string())
+        .header(
+            "x-slack-signature",
+            slack_gateway::slack::signature::sign(SIGNING_SECRET, ts, body.as_bytes()),
+        )
+        .body(body)
+}
+
+#[test]
+fn check_prints_the_config_redacted_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _, _) = write_config(dir.path(), "127.0.0.1:9".parse().unwrap(), "\"commands\"");
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("client_id = \"111.222\""), "{stdout}");
+    assert!(
+        !stdout.contains(SIGNING_SECRET) && !stdout.contains("cli-client-secret"),
+        "{stdout}"
+    );
+    // The config is also found through SLACK_GATEWAY_CONFIG.
+    let out = Command::new(BIN)
+        .arg("check")
+        .env("SLACK_GATEWAY_CONFIG", &path)
+        .current_dir(dir.path().parent().unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn a_bad_config_is_one_clear_line_and_exit_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _, _) = write_config(dir.path(), "127.0.0.1:9".parse().unwrap(), "\"commands\"");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("timeout = \"5s\"", "timeout = \"soon\"");
+    std::fs::write(&path, text).unwrap();
+    for args in [vec!["check"], vec![]] {
+        let out = Command::new(BIN)
+            .args(&args)
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        let last = stderr.lines().last().unwrap();
+        assert!(
+            last.contains("upstream.timeout") && last.contains(":13:"),
+            "{stderr}"
+        );
+    }
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg("--config")
+        .arg(dir.path().join("missing.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
+}
+
+#[test]
+fn usage_errors_exit_two() {
+    let out = Command::new(BIN).arg("--no-such-flag").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(BIN)
+        .args(["installations", "frobnicate"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_store_that_cannot_be_opened_is_a_clear_error_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _, _) = write_config(dir.path(), "127.0.0.1:9".parse().unwrap(), "\"commands\"");
+    std::fs::write(
+        dir.path().join("data"),
+        "a file where the store folder should be",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("cannot open the installation store"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn the_shipped_config_starts_on_placeholders_and_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.toml")).unwrap();
+    let (public, admin) = (free_port(), free_port());
+    let text = shipped
+        .replace("127.0.0.1:3000", &format!("127.0.0.1:{public}"))
+        .replace("localhost:3000", &format!("localhost:{public}"))
+        .replace("127.0.0.1:9090", &format!("127.0.0.1:{admin}"));
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--config").arg(&path);
+    for var in [
+        "SLACK_CLIENT_ID",
+        "SLACK_CLIENT_SECRET",
+        "SLACK_SIGNING_SECRET",
+    ] {
+        cmd.env_remove(var);
+    }
+    let stderr_path = dir.path().join("stderr.log");
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let running = Running { child, stderr_path };
+    running.wait_ready(admin).await;
+    let stderr = running.stderr();
+    assert!(
+        stderr.contains("PLACEHOLDER") && stderr.contains("slack.signing_secret"),
+        "{stderr}"
+    );
+    assert!(
+        dir.path().join("data").is_dir(),
+        "the store is created beside the config"
+    );
+    let r = reqwest::get(format!("http://127.0.0.1:{public}/slack/install"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn sigterm_drains_a_slow_request_then_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (upstream, mut arrived) = slow_upstream(Duration::from_millis(1500)).await;
+    let (path, public, admin) = write_config(dir.path(), upstream, "\"commands\"");
+    let mut running = Running::start(&path, dir.path());
+    running.wait_ready(admin).await;
+
+    let slow = tokio::spawn(signed_event(public).send());
+    arrived
+        .recv()
+        .await
+        .expect("the request reached the upstream");
+    running.signal("TERM");
+    // While draining: not ready, and no new connections on the public listener.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match reqwest::get(format!("http://127.0.0.1:{admin}/readyz")).await {
+            Ok(r) if r.status() == 503 => break,
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "readyz never said 503");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", public))
+            .await
+            .is_err(),
+        "the public listener stopped accepting"
+    );
+    let r = slow
+        .await
+        .unwrap()
+        .expect("the in-flight request was answered");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "done");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = running.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "did not exit after draining");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+    assert!(running.stderr().contains("stopped"));
+}
+
+#[tokio::test]
+async fn sighup_reloads_and_a_restart_only_change_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let (upstream, _arrived) = slow_upstream(Duration::ZERO).await;
+    let (path, public, admin) = write_config(dir.path(), upstream, "\"commands\"");
+    let running = Running::start(&path, dir.path());
+    running.wait_ready(admin).await;
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(
+            "scopes = [\"commands\"]",
+            "scopes = [\"commands\", \"chat:write\"]",
+        )
+        .replace(
+            &format!("listen = \"127.0.0.1:{public}\""),
+            "listen = \"127.0.0.1:1\"",
+        );
+    std::fs::write(&path, text).unwrap();
+    running.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .get(format!("http://127.0.0.1:{public}/slack/install"))
+            .send()
+            .await
+            .unwrap();
+        let page = r.text().await.unwrap();
+        if page.contains("scope=commands%2Cchat%3Awrite") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "new scope never appeared");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stderr = running.stderr();
+    assert!(
+        stderr.contains("server.listen") && stderr.contains("takes effect on restart"),
+        "{stderr}"
+    );
+    // Still serving on the old port: the listen change was not half-applied.
+    assert_eq!(signed_event(public).send().await.unwrap().status(), 200);
+    assert!(!stderr.contains(SIGNING_SECRET) && !stderr.contains("cli-client-secret"));
+}
