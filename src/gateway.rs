@@ -18,6 +18,8 @@ use crate::metrics::Metrics;
 use crate::oauth::rotation::Rotator;
 use crate::proxy::headers::StripSet;
 use crate::proxy::replay::ReplayGuard;
+use crate::signin::oidc::JwksCache;
+use crate::signin::seal::Sealer;
 use crate::slack::api::SlackApi;
 use crate::store::InstallationStore;
 use crate::tls::Tls;
@@ -37,6 +39,8 @@ pub struct Live {
     pub strip: StripSet,
     /// `upstream.url` without a trailing slash; the request path is appended.
     pub upstream_base: String,
+    /// Seals the sign-in cookies, when `signin.cookie_secret` is set.
+    pub signin_sealer: Option<Sealer>,
 }
 
 impl Live {
@@ -67,10 +71,16 @@ impl Live {
             .as_str()
             .trim_end_matches('/')
             .to_owned();
+        let signin_sealer = config
+            .signin
+            .cookie_secret
+            .as_ref()
+            .map(|s| Sealer::new(s.expose().as_bytes()));
         Live {
             config,
             strip,
             upstream_base,
+            signin_sealer,
         }
     }
 }
@@ -87,6 +97,8 @@ pub struct Gateway {
     pub rotator: Rotator,
     /// Signatures seen in the last five minutes (replay protection).
     pub replay: ReplayGuard,
+    /// Slack's OpenID signing keys.
+    pub jwks: JwksCache,
     /// Set on SIGTERM: `/readyz` answers 503 so load balancers stop sending traffic.
     draining: AtomicBool,
     /// Where the config was read from (for reload).
@@ -123,6 +135,7 @@ impl Gateway {
             api: SlackApi::new(),
             rotator: Rotator::default(),
             replay: ReplayGuard::default(),
+            jwks: JwksCache::default(),
             draining: AtomicBool::new(false),
             fingerprint: Mutex::new(fingerprint),
             config_path,

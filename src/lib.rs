@@ -11,6 +11,8 @@
 //!   `oauth.v2.access` and `auth.test` are called ([`slack::api`]) and the installation is
 //!   saved durably before the success page. Rotating tokens are refreshed before use, one
 //!   refresh per installation at a time ([`oauth::rotation`]).
+//! - **Sign in** ([`signin`]): Sign in with Slack (OIDC) in front of the upstream's pages; the
+//!   id_token is verified against Slack's keys and a sealed session cookie is set.
 //! - **Config** ([`config`]): `gateway.toml` is parsed into a raw mirror, then validated into a
 //!   [`config::Config`]; [`reload`] swaps a new one in whole, never half.
 //! - **State** ([`gateway`]): the live config behind an `ArcSwap`, the store, the metrics and
@@ -33,6 +35,7 @@ pub mod proxy;
 pub mod reload;
 pub mod secret;
 pub mod server;
+pub mod signin;
 pub mod slack;
 pub mod store;
 pub mod tls;

@@ -162,12 +162,23 @@ async fn route_public(
             Route::Slack,
             crate::proxy::handle(gw, &live, req, peer, scheme).await,
         )
+    } else if cfg.signin.enabled && path == cfg.signin.login_path {
+        (Route::Signin, crate::signin::login(gw, &live, req).await)
+    } else if cfg.signin.enabled && path == cfg.signin.callback_path {
+        (Route::Signin, crate::signin::callback(gw, &live, req).await)
+    } else if cfg.signin.enabled && path == cfg.signin.logout_path {
+        (Route::Signin, crate::signin::logout(&live, &req))
     } else if path == cfg.oauth.install_path {
         (Route::Install, crate::oauth::install(gw, &live, req).await)
     } else if path == cfg.oauth.redirect_path {
         (
             Route::OAuthRedirect,
             crate::oauth::callback(gw, &live, req).await,
+        )
+    } else if cfg.signin.enabled && crate::signin::is_protected(&live, path) {
+        (
+            Route::Protected,
+            crate::signin::protected(gw, &live, req, peer, scheme).await,
         )
     } else {
         (

@@ -153,6 +153,28 @@ pub fn rewrite_request(
     }
 }
 
+/// Removes the named cookies from every `Cookie` header, keeping the others.
+pub fn remove_cookies(headers: &mut HeaderMap, names: &[&str]) {
+    let kept: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| {
+            let name = pair.split('=').next().unwrap_or("");
+            !pair.is_empty() && !names.contains(&name)
+        })
+        .map(str::to_owned)
+        .collect();
+    headers.remove(header::COOKIE);
+    if !kept.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+            headers.insert(header::COOKIE, v);
+        }
+    }
+}
+
 fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         headers.insert(HeaderName::from_static(name), v);
@@ -224,6 +246,29 @@ mod tests {
         assert_eq!(h.get("x-forwarded-host").unwrap(), "gw.example.com");
         assert!(!h.contains_key("x_forwarded_proto"));
         assert!(!h.contains_key("host"));
+    }
+
+    #[test]
+    fn gateway_cookies_are_removed_and_others_kept() {
+        let mut h = HeaderMap::new();
+        h.append(
+            "cookie",
+            HeaderValue::from_static("app=1; slack-gateway-session=secret"),
+        );
+        h.append(
+            "cookie",
+            HeaderValue::from_static("slack-gateway-signin=x; theme=dark"),
+        );
+        remove_cookies(&mut h, &["slack-gateway-session", "slack-gateway-signin"]);
+        assert_eq!(h.get_all("cookie").iter().count(), 1);
+        assert_eq!(h.get("cookie").unwrap(), "app=1; theme=dark");
+        let mut h = HeaderMap::new();
+        h.insert(
+            "cookie",
+            HeaderValue::from_static("slack-gateway-session=secret"),
+        );
+        remove_cookies(&mut h, &["slack-gateway-session"]);
+        assert!(!h.contains_key("cookie"));
     }
 
     #[test]

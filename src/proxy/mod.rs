@@ -417,6 +417,41 @@ async fn forward(
     Ok(Response::from_parts(parts, Either::Right(body)))
 }
 
+/// Forwards a browser request to the upstream (Sign in with Slack's protected paths): body
+/// bounded, headers cleaned as for Slack requests, the gateway's own cookies removed, and
+/// `identity` injected.
+pub async fn forward_browser(
+    gw: &Arc<Gateway>,
+    live: &Arc<Live>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    scheme: &'static str,
+    drop_cookies: &[&str],
+    identity: &[(http::HeaderName, String)],
+) -> Response<Body> {
+    let (mut parts, body) = req.into_parts();
+    let result = async {
+        let body = read_body(body, &parts.headers, live.config.server.max_body_bytes).await?;
+        headers::rewrite_request(
+            &mut parts.headers,
+            &live.strip,
+            peer,
+            scheme,
+            &live.config.server.trusted_proxies,
+        );
+        headers::remove_cookies(&mut parts.headers, drop_cookies);
+        for (name, value) in identity {
+            put(&mut parts.headers, name, value, false);
+        }
+        forward(gw, live, parts, body).await
+    }
+    .await;
+    result.unwrap_or_else(|e| {
+        tracing::info!(%peer, error = %e, "browser request not forwarded");
+        e.into_response()
+    })
+}
+
 /// An error and its sources on one line, for logs.
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();

@@ -149,6 +149,11 @@ impl SlackApi {
         SlackApi { http }
     }
 
+    /// The underlying HTTP client (for Slack's JWKS).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// Exchanges an authorization `code` for tokens.
     pub async fn oauth_v2_access(
         &self,
