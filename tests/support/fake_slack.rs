@@ -29,6 +29,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
+use super::fake_oidc::{OidcState, OidcUser, Tamper};
+
 /// Codes expire after this long (Slack: 10 minutes).
 pub const CODE_TTL_SECS: i64 = 600;
 
@@ -130,6 +132,8 @@ struct State {
     counter: u64,
     /// The grant the authorize page hands out.
     next_grant: Grant,
+    /// Sign in with Slack.
+    oidc: OidcState,
 }
 
 /// A running fake Slack on 127.0.0.1.
@@ -163,6 +167,7 @@ impl FakeSlack {
             calls: Vec::new(),
             counter: 0,
             next_grant: Grant::workspace("T0FAKE1", "U0INSTALLER"),
+            oidc: OidcState::new(format!("http://{addr}")),
         }));
         let st = state.clone();
         let server = tokio::spawn(async move {
@@ -201,12 +206,44 @@ impl FakeSlack {
     pub fn toml(&self) -> String {
         let s = self.state.lock().unwrap();
         format!(
-            "client_id = \"{}\"\nclient_secret = \"{}\"\napi_url = \"{}\"\nauthorize_url = \"{}\"\n",
+            "client_id = \"{}\"\nclient_secret = \"{}\"\napi_url = \"{}\"\nauthorize_url = \"{}\"\n\
+             openid_authorize_url = \"http://{addr}/openid/connect/authorize\"\n\
+             openid_jwks_url = \"http://{addr}/openid/connect/keys\"\nopenid_issuer = \"http://{addr}\"\n",
             s.client_id,
             s.client_secret,
             self.api_url(),
-            self.authorize_url()
+            self.authorize_url(),
+            addr = self.addr,
         )
+    }
+
+    /// The user the next Sign in with Slack login is for.
+    pub fn set_oidc_user(&self, user: OidcUser) {
+        self.state.lock().unwrap().oidc.next_user = user;
+    }
+
+    /// Makes the next id_token wrong in one way.
+    pub fn tamper_next_id_token(&self, t: Tamper) {
+        self.state.lock().unwrap().oidc.tamper = Some(t);
+    }
+
+    /// Publishes and signs with a new key; returns its kid.
+    pub fn rotate_oidc_key(&self) -> String {
+        self.state.lock().unwrap().oidc.rotate_key()
+    }
+
+    pub fn jwks_fetches(&self) -> usize {
+        self.state.lock().unwrap().oidc.jwks_fetches
+    }
+
+    /// Issues a Sign in with Slack code as if the user had approved.
+    pub fn issue_oidc_code(&self, redirect_uri: &str, nonce: &str) -> String {
+        let now = self.now();
+        self.state
+            .lock()
+            .unwrap()
+            .oidc
+            .issue_code(redirect_uri, nonce, now)
     }
 
     /// Slack's clock, in Unix seconds.
@@ -272,7 +309,7 @@ impl FakeSlack {
     }
 }
 
-fn rand_suffix() -> String {
+pub fn rand_suffix() -> String {
     use rand::RngCore;
     let mut b = [0u8; 8];
     rand::rng().fill_bytes(&mut b);
@@ -308,6 +345,12 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<
     let path = req.uri().path().to_owned();
     if req.method() == http::Method::GET && path == "/oauth/v2/authorize" {
         return authorize_page(&st, req.uri());
+    }
+    if req.method() == http::Method::GET && path == "/openid/connect/authorize" {
+        return oidc_authorize_page(&st, req.uri());
+    }
+    if req.method() == http::Method::GET && path == "/openid/connect/keys" {
+        return respond_json(st.lock().unwrap().oidc.jwks());
     }
     let Some(method) = path.strip_prefix("/api/").map(str::to_owned) else {
         return Response::builder()
@@ -350,6 +393,24 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<
                 tokio::time::sleep(refresh_delay).await;
             }
             oauth_v2_access(&st, &form, basic)
+        }
+        "openid.connect.token" => {
+            let mut s = st.lock().unwrap();
+            if let Err(e) = check_client(&s, &form, basic) {
+                return slack_error(e);
+            }
+            let now = real_now() + s.now_offset;
+            let client_id = s.client_id.clone();
+            let code = form.get("code").cloned().unwrap_or_default();
+            match s.oidc.token(
+                &code,
+                form.get("redirect_uri").map(String::as_str),
+                &client_id,
+                now,
+            ) {
+                Ok(v) => respond_json(v),
+                Err(e) => slack_error(e),
+            }
         }
         "auth.test" => {
             let token = bearer.or_else(|| form.get("token").cloned());
@@ -414,6 +475,45 @@ fn authorize_page(st: &Arc<Mutex<State>>, uri: &http::Uri) -> Response<Full<Byte
          <a id=\"allow\" href=\"{}\">Allow</a> <a id=\"deny\" href=\"{}\">Cancel</a></body></html>",
         html_attr(back.as_str()),
         html_attr(deny.as_str())
+    );
+    Response::builder()
+        .header("content-type", "text/html; charset=utf-8")
+        .body(Full::new(Bytes::from(page)))
+        .unwrap()
+}
+
+fn oidc_authorize_page(st: &Arc<Mutex<State>>, uri: &http::Uri) -> Response<Full<Bytes>> {
+    let q: HashMap<String, String> = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect();
+    let mut s = st.lock().unwrap();
+    let ok = q.get("client_id") == Some(&s.client_id)
+        && q.get("response_type").map(String::as_str) == Some("code")
+        && q.get("scope")
+            .is_some_and(|sc| sc.split(' ').any(|x| x == "openid"));
+    if !ok {
+        return Response::builder()
+            .status(400)
+            .body(Full::new(Bytes::from_static(
+                b"<html><body>invalid request</body></html>",
+            )))
+            .unwrap();
+    }
+    let redirect_uri = q.get("redirect_uri").cloned().unwrap_or_default();
+    let now = real_now() + s.now_offset;
+    let code = s.oidc.issue_code(
+        &redirect_uri,
+        q.get("nonce").map(String::as_str).unwrap_or(""),
+        now,
+    );
+    let mut back = url::Url::parse(&redirect_uri).unwrap();
+    back.query_pairs_mut()
+        .append_pair("code", &code)
+        .append_pair("state", q.get("state").map(String::as_str).unwrap_or(""));
+    let page = format!(
+        "<!doctype html><html><head><title>Fake Slack: sign in</title></head><body>\
+         <h1>Sign in to the app?</h1><a id=\"allow\" href=\"{}\">Continue</a></body></html>",
+        html_attr(back.as_str())
     );
     Response::builder()
         .header("content-type", "text/html; charset=utf-8")

@@ -4,5 +4,6 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod fake_oidc;
 pub mod fake_slack;
 pub mod oauth_harness;

@@ -53,16 +53,34 @@ async fn echo_upstream() -> SocketAddr {
             };
             tokio::spawn(async move {
                 let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
-                    let token = req
-                        .headers()
-                        .get("x-slack-bot-token")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("-")
-                        .to_owned();
+                    // Slack paths: the token. Anything else: every header, as JSON.
+                    let body = if req.uri().path().starts_with("/slack/") {
+                        req.headers()
+                            .get("x-slack-bot-token")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-")
+                            .to_owned()
+                    } else {
+                        let mut seen = serde_json::Map::new();
+                        for (k, v) in req.headers() {
+                            let prev = seen
+                                .get(k.as_str())
+                                .and_then(|p| p.as_str())
+                                .map(|p| format!("{p}, "));
+                            let value = format!(
+                                "{}{}",
+                                prev.unwrap_or_default(),
+                                v.to_str().unwrap_or("?")
+                            );
+                            seen.insert(k.as_str().to_owned(), serde_json::Value::String(value));
+                        }
+                        seen.insert("path".into(), req.uri().to_string().into());
+                        serde_json::Value::Object(seen).to_string()
+                    };
                     Ok::<_, Infallible>(
                         http::Response::builder()
                             .header("x-upstream", "1")
-                            .body(Full::new(Bytes::from(token)))
+                            .body(Full::new(Bytes::from(body)))
                             .unwrap(),
                     )
                 });

@@ -1,0 +1,349 @@
+//! Sign in with Slack in front of the upstream's pages, against a fake OpenID provider whose
+//! RSA keys are generated at test time.
+
+mod support;
+
+use std::collections::HashMap;
+
+use support::fake_oidc::{OidcUser, Tamper};
+use support::fake_slack::FakeSlack;
+use support::oauth_harness::{Harness, CLIENT_ID, CLIENT_SECRET};
+
+const COOKIE_SECRET: &str = "an-unguessable-cookie-secret-of-32-bytes+";
+
+async fn start(extra: &str) -> Harness {
+    let slack = FakeSlack::start(CLIENT_ID, CLIENT_SECRET).await;
+    Harness::start_full(
+        slack,
+        "",
+        "",
+        &format!("\n[signin]\nenabled = true\ncookie_secret = \"{COOKIE_SECRET}\"\nprotect = [\"/app\"]\n{extra}\n"),
+    )
+    .await
+}
+
+fn set_cookie(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(str::to_owned)
+}
+
+fn cookie_pair(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap().to_owned()
+}
+
+fn location(r: &reqwest::Response) -> String {
+    r.headers()["location"].to_str().unwrap().to_owned()
+}
+
+/// A login started at `login_path_and_query`: the callback URL Slack would send the browser to,
+/// and the login cookie.
+async fn begin(h: &Harness, login: &str) -> (String, String, HashMap<String, String>) {
+    let r = h.get(login, None).await;
+    assert_eq!(r.status(), 302, "login redirects to Slack");
+    let cookie = cookie_pair(&set_cookie(&r, "slack-gateway-signin").expect("login cookie"));
+    let to = url::Url::parse(&location(&r)).unwrap();
+    let q: HashMap<String, String> = to.query_pairs().into_owned().collect();
+    let code = h.slack.issue_oidc_code(&q["redirect_uri"], &q["nonce"]);
+    let callback = format!("/slack/login/callback?code={code}&state={}", q["state"]);
+    (callback, cookie, q)
+}
+
+/// A full sign-in: the session cookie and where the callback sent the browser.
+async fn sign_in(h: &Harness, login: &str) -> (u16, Option<String>, String) {
+    let (callback, cookie, _) = begin(h, login).await;
+    let r = h.get(&callback, Some(&cookie)).await;
+    let status = r.status().as_u16();
+    let session = set_cookie(&r, "slack-gateway-session").map(|c| cookie_pair(&c));
+    let loc = if status == 302 {
+        location(&r)
+    } else {
+        r.text().await.unwrap()
+    };
+    (status, session, loc)
+}
+
+async fn seen_by_upstream(
+    h: &Harness,
+    path: &str,
+    cookie: &str,
+    extra: &[(&str, &str)],
+) -> (u16, serde_json::Value) {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut req = client
+        .get(format!("{}{path}", h.public_url()))
+        .header("cookie", cookie);
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+#[tokio::test]
+async fn sign_in_then_the_protected_page_gets_the_users_identity() {
+    let h = start("").await;
+    // No session: off to login, and back to the original page afterwards.
+    let r = h.get("/app/reports?month=11", None).await;
+    assert_eq!(r.status(), 302);
+    assert_eq!(
+        location(&r),
+        "/slack/login?return_to=%2Fapp%2Freports%3Fmonth%3D11"
+    );
+
+    let (callback, cookie, q) = begin(&h, &location(&r)).await;
+    assert_eq!(q["response_type"], "code");
+    assert_eq!(q["scope"], "openid email profile");
+    assert_eq!(q["client_id"], CLIENT_ID);
+    assert_eq!(
+        q["redirect_uri"],
+        format!("{}/slack/login/callback", h.public_url())
+    );
+    assert!(q["state"].len() >= 22 && q["nonce"].len() >= 22 && q["state"] != q["nonce"]);
+    let r = h.get(&callback, Some(&cookie)).await;
+    assert_eq!(r.status(), 302);
+    assert_eq!(location(&r), "/app/reports?month=11");
+    let session = set_cookie(&r, "slack-gateway-session").expect("session cookie");
+    for attr in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=86400"] {
+        assert!(session.contains(attr), "{attr} in {session}");
+    }
+    assert!(!session.contains("Secure"), "http public_url");
+    assert!(
+        set_cookie(&r, "slack-gateway-signin")
+            .unwrap()
+            .contains("Max-Age=0"),
+        "login cookie cleared"
+    );
+
+    let cookies = format!("{}; app_pref=dark", cookie_pair(&session));
+    let spoofed = [
+        ("x-slack-user-id", "U0EVIL"),
+        ("X_Slack_User_Email", "evil@example.com"),
+        ("x-slack-team-id", "T0EVIL"),
+    ];
+    let (status, seen) = seen_by_upstream(&h, "/app/reports?month=11", &cookies, &spoofed).await;
+    assert_eq!(status, 200);
+    assert_eq!(seen["x-slack-user-id"], "U0ALICE");
+    assert_eq!(seen["x-slack-team-id"], "T0SIGNIN");
+    assert_eq!(seen["x-slack-user-email"], "alice@example.com");
+    assert_eq!(seen["x-slack-user-name"], "Alice");
+    assert!(
+        seen.get("x_slack_user_email").is_none(),
+        "folded spoof stripped: {seen}"
+    );
+    assert_eq!(
+        seen["cookie"], "app_pref=dark",
+        "the gateway's own cookies never reach the upstream"
+    );
+    assert_eq!(seen["path"], "/app/reports?month=11");
+}
+
+#[tokio::test]
+async fn every_bad_id_token_is_refused() {
+    let h = start("").await;
+    for (tamper, reason) in [
+        (Tamper::ForgedSignature, "invalid_signature"),
+        (Tamper::UnknownKid, "unknown_key"),
+        (Tamper::WrongAudience, "invalid_audience"),
+        (Tamper::WrongIssuer, "invalid_issuer"),
+        (Tamper::Expired, "expired_token"),
+        (Tamper::WrongNonce, "invalid_nonce"),
+        (Tamper::AlgNone, "malformed_id_token"),
+    ] {
+        h.slack.tamper_next_id_token(tamper.clone());
+        let (status, session, page) = sign_in(&h, "/slack/login").await;
+        assert_eq!(status, 401, "{tamper:?}");
+        assert!(session.is_none(), "{tamper:?}: no session");
+        assert!(
+            page.contains(&format!("<code id=\"reason\">{reason}</code>")),
+            "{tamper:?}: {page}"
+        );
+    }
+    // A proper token still works afterwards.
+    let (status, session, _) = sign_in(&h, "/slack/login").await;
+    assert_eq!(status, 302);
+    assert!(session.is_some());
+}
+
+#[tokio::test]
+async fn a_new_signing_key_is_fetched_on_an_unknown_kid() {
+    let h = start("").await;
+    assert_eq!(sign_in(&h, "/slack/login").await.0, 302);
+    let fetches = h.slack.jwks_fetches();
+    assert_eq!(sign_in(&h, "/slack/login").await.0, 302);
+    assert_eq!(h.slack.jwks_fetches(), fetches, "keys are cached");
+    h.slack.rotate_oidc_key();
+    assert_eq!(
+        sign_in(&h, "/slack/login").await.0,
+        302,
+        "rotated key accepted"
+    );
+    assert_eq!(
+        h.slack.jwks_fetches(),
+        fetches + 1,
+        "refetched once for the new kid"
+    );
+}
+
+#[tokio::test]
+async fn replayed_or_foreign_states_are_refused() {
+    let h = start("").await;
+    let (callback, cookie, _) = begin(&h, "/slack/login").await;
+    assert_eq!(h.get(&callback, Some(&cookie)).await.status(), 302);
+    let r = h.get(&callback, Some(&cookie)).await;
+    assert_eq!(r.status(), 400, "replayed state");
+    assert!(r.text().await.unwrap().contains("invalid_state"));
+
+    // The state of one browser's login with another browser's cookie.
+    let (callback, _, _) = begin(&h, "/slack/login").await;
+    let (_, other_cookie, _) = begin(&h, "/slack/login").await;
+    let r = h.get(&callback, Some(&other_cookie)).await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("invalid_browser"));
+    // No cookie at all.
+    let (callback, _, _) = begin(&h, "/slack/login").await;
+    let r = h.get(&callback, None).await;
+    assert!(r.text().await.unwrap().contains("invalid_browser"));
+    // Slack said no.
+    let r = h
+        .get("/slack/login/callback?error=access_denied&state=x", None)
+        .await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("access_denied"));
+}
+
+#[tokio::test]
+async fn a_tampered_or_foreign_session_cookie_is_no_session() {
+    let h = start("").await;
+    let (_, session, _) = sign_in(&h, "/slack/login").await;
+    let session = session.unwrap();
+    let (name, value) = session.split_once('=').unwrap();
+    let mut chars: Vec<char> = value.chars().collect();
+    let i = chars.len() / 2;
+    chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
+    let tampered = format!("{name}={}", chars.into_iter().collect::<String>());
+    for cookie in [
+        tampered.as_str(),
+        "slack-gateway-session=garbage",
+        "slack-gateway-session=",
+    ] {
+        let r = h.get("/app", Some(cookie)).await;
+        assert_eq!(r.status(), 302, "{cookie}");
+        assert!(location(&r).starts_with("/slack/login"), "{cookie}");
+    }
+    // A session sealed by this gateway does not open in one with another cookie secret.
+    let h2 = {
+        let slack = FakeSlack::start(CLIENT_ID, CLIENT_SECRET).await;
+        Harness::start_full(
+            slack,
+            "",
+            "",
+            "\n[signin]\nenabled = true\ncookie_secret = \"a-different-secret-that-is-32-bytes-long\"\nprotect = [\"/app\"]\n",
+        )
+        .await
+    };
+    let r = h2.get("/app", Some(&session)).await;
+    assert_eq!(
+        r.status(),
+        302,
+        "a cookie from another secret is no session"
+    );
+    // And the real one still works.
+    assert_eq!(seen_by_upstream(&h, "/app", &session, &[]).await.0, 200);
+    // POST without a session: refused, not redirected.
+    let r = reqwest::Client::new()
+        .post(format!("{}/app/form", h.public_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn return_paths_never_leave_the_site() {
+    let h = start("").await;
+    for bad in [
+        "//evil.com",
+        "/\\evil.com",
+        "https://evil.com/",
+        "/%2F%2Fevil.com",
+        "/%5Cevil.com",
+        "/%09/evil.com",
+        "evil.com",
+    ] {
+        let login = format!("/slack/login?return_to={}", urlencode(bad));
+        let (status, session, loc) = sign_in(&h, &login).await;
+        assert_eq!(status, 302, "{bad}");
+        assert!(session.is_some());
+        assert_eq!(loc, "/", "{bad} must not be followed");
+    }
+    let (_, _, loc) = sign_in(&h, "/slack/login?return_to=%2Fapp%2Fok%3Fa%3D1").await;
+    assert_eq!(loc, "/app/ok?a=1");
+    // Logout too.
+    let r = h.get("/slack/logout?return_to=%2F%2Fevil.com", None).await;
+    assert_eq!(location(&r), "/");
+    assert!(set_cookie(&r, "slack-gateway-session")
+        .unwrap()
+        .contains("Max-Age=0"));
+}
+
+fn urlencode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[tokio::test]
+async fn allowed_teams_refuse_other_workspaces() {
+    let h = start("allowed_teams = [\"T0GOOD\"]").await;
+    let (status, session, page) = sign_in(&h, "/slack/login").await; // the fake's user is in T0SIGNIN
+    assert_eq!(status, 403);
+    assert!(session.is_none());
+    assert!(page.contains("team_not_allowed"));
+    h.slack.set_oidc_user(OidcUser {
+        team_id: "T0GOOD".into(),
+        ..OidcUser::default()
+    });
+    let (status, session, _) = sign_in(&h, "/slack/login").await;
+    assert_eq!(status, 302);
+    let session = session.unwrap();
+    assert_eq!(seen_by_upstream(&h, "/app", &session, &[]).await.0, 200);
+    // The allow-list changes live: the existing session is refused from the next request.
+    let text = h.config_text().replace(
+        "allowed_teams = [\"T0GOOD\"]",
+        "allowed_teams = [\"T0OTHER\"]",
+    );
+    std::fs::write(&h.config_path, text).unwrap();
+    slack_gateway::reload::reload(&h.gw).unwrap();
+    assert_eq!(seen_by_upstream(&h, "/app", &session, &[]).await.0, 403);
+}
+
+#[tokio::test]
+async fn logout_ends_the_session() {
+    let h = start("").await;
+    let (_, session, _) = sign_in(&h, "/slack/login").await;
+    let r = h.get("/slack/logout", session.as_deref()).await;
+    assert_eq!(r.status(), 302);
+    let cleared = set_cookie(&r, "slack-gateway-session").unwrap();
+    assert!(cleared.starts_with("slack-gateway-session=;") && cleared.contains("Max-Age=0"));
+}
+
+#[tokio::test]
+async fn unprotected_paths_are_not_forwarded() {
+    let h = start("").await;
+    assert_eq!(
+        h.get("/apple", None).await.status(),
+        404,
+        "prefixes match whole segments"
+    );
+    assert_eq!(h.get("/other", None).await.status(), 404);
+}
