@@ -4,7 +4,6 @@
 //! `/metrics` needs `Authorization: Bearer {token}` (compared in constant time). Tokens are
 //! never part of an answer: installations are summarized with `has_bot_token` and the like.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -14,7 +13,7 @@ use subtle::ConstantTimeEq;
 
 use crate::gateway::Gateway;
 use crate::http::{json, text, Body};
-use crate::store::{Installation, RecordKind, StoredRecord, TeamRef};
+use crate::store::{group_by_team, StoredRecord, TeamRecords, TeamRef};
 
 /// Handles one admin request.
 pub async fn handle(gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<Body> {
@@ -41,7 +40,10 @@ pub async fn handle(gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<Body>
             r
         }
         _ => {
-            if let Err(r) = authorize(gw, &req) {
+            if !authorized(gw, &req) {
+                let mut r = text(StatusCode::UNAUTHORIZED, "admin token required");
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                 return r;
             }
             match (&method, path.as_str()) {
@@ -61,10 +63,11 @@ pub async fn handle(gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<Body>
     }
 }
 
-fn authorize(gw: &Gateway, req: &Request<Incoming>) -> Result<(), Response<Body>> {
+/// True when no admin token is set, or the request carries it.
+fn authorized(gw: &Gateway, req: &Request<Incoming>) -> bool {
     let live = gw.live();
     let Some(token) = &live.config.admin.token else {
-        return Ok(());
+        return true;
     };
     let given = req
         .headers()
@@ -72,14 +75,7 @@ fn authorize(gw: &Gateway, req: &Request<Incoming>) -> Result<(), Response<Body>
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
-        Ok(())
-    } else {
-        let mut r = text(StatusCode::UNAUTHORIZED, "admin token required");
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        Err(r)
-    }
+    bool::from(given.as_bytes().ct_eq(token.expose().as_bytes()))
 }
 
 /// What the admin API shows of an installation: everything but the tokens.
@@ -105,23 +101,14 @@ pub struct Summary {
 
 /// Groups a store listing into one summary per team or org.
 pub fn summarize(records: Vec<StoredRecord>) -> Vec<Summary> {
-    let mut teams: BTreeMap<TeamRef, (Option<Installation>, Option<Installation>, Vec<String>)> =
-        BTreeMap::new();
-    for r in records {
-        let entry = teams.entry(r.team).or_default();
-        match r.kind {
-            RecordKind::Bot => entry.0 = Some(r.installation),
-            RecordKind::Latest => entry.1 = Some(r.installation),
-            RecordKind::User(u) => {
-                if r.installation.user_token.is_some() {
-                    entry.2.push(u)
-                }
-            }
-        }
-    }
-    teams
+    group_by_team(records)
         .into_iter()
-        .filter_map(|(team, (bot, latest, users))| {
+        .filter_map(|(team, TeamRecords { bot, latest, users })| {
+            let users: Vec<String> = users
+                .into_iter()
+                .filter(|(_, i)| i.user_token.is_some())
+                .map(|(u, _)| u)
+                .collect();
             let base = bot.clone().or(latest.clone())?;
             Some(Summary {
                 id: team.admin_id(),

@@ -84,17 +84,6 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn escape_html_covers_the_five() {
-        assert_eq!(
-            super::escape_html(r#"<a href="x">'&'</a>"#),
-            "&lt;a href=&quot;x&quot;&gt;&#x27;&amp;&#x27;&lt;/a&gt;"
-        );
-    }
-}
-
 /// The value of cookie `name` in the request's `Cookie` headers, if sent exactly once.
 pub fn cookie_value(headers: &http::HeaderMap, name: &str) -> Option<String> {
     let mut found = None;
@@ -166,4 +155,15 @@ pub fn random_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escape_html_covers_the_five() {
+        assert_eq!(
+            super::escape_html(r#"<a href="x">'&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&#x27;&amp;&#x27;&lt;/a&gt;"
+        );
+    }
 }

@@ -7,12 +7,10 @@
 //! accepts what `slack_sdk` writes (`bot_scopes` as a list or a comma-joined string, expiry as
 //! a number or a date string) and ignores fields it does not know (`custom_values`, ...).
 
-use std::collections::BTreeMap;
-
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::store::{Installation, InstallationStore, RecordKind, StoreError, TeamRef};
+use crate::store::{group_by_team, Installation, InstallationStore, StoreError, TeamRecords};
 
 /// Why an import stopped. Nothing after the failing line is imported.
 #[derive(Debug, thiserror::Error)]
@@ -28,28 +26,12 @@ pub async fn export(
     store: &dyn InstallationStore,
     app: &str,
 ) -> Result<Vec<Installation>, StoreError> {
-    let mut teams: BTreeMap<
-        TeamRef,
-        (
-            Option<Installation>,
-            Option<Installation>,
-            Vec<Installation>,
-        ),
-    > = BTreeMap::new();
-    for r in store.list(app).await? {
-        let e = teams.entry(r.team).or_default();
-        match r.kind {
-            RecordKind::Bot => e.0 = Some(r.installation),
-            RecordKind::Latest => e.1 = Some(r.installation),
-            RecordKind::User(_) => e.2.push(r.installation),
-        }
-    }
     let mut out = Vec::new();
-    for (_, (bot, latest, users)) in teams {
-        let mut lines = if users.is_empty() {
+    for (_, TeamRecords { bot, latest, users }) in group_by_team(store.list(app).await?) {
+        let mut lines: Vec<Installation> = if users.is_empty() {
             latest.clone().or(bot.clone()).into_iter().collect()
         } else {
-            users
+            users.into_iter().map(|(_, i)| i).collect()
         };
         for line in &mut lines {
             if let Some(b) = &bot {
@@ -183,7 +165,7 @@ pub async fn import(
 mod tests {
     use super::*;
     use crate::store::memory::MemoryStore;
-    use crate::store::Token;
+    use crate::store::{TeamRef, Token};
 
     #[test]
     fn slack_sdk_shapes_are_read() {

@@ -87,10 +87,13 @@ struct Jwk {
     e: Option<String>,
 }
 
-/// Slack's published keys by `kid` (RSA modulus and exponent, base64url), per JWKS URL.
+/// RSA modulus and exponent (base64url) by `kid`.
+type KeySet = HashMap<String, (String, String)>;
+
+/// Slack's published keys, per JWKS URL.
 #[derive(Default)]
 pub struct JwksCache {
-    inner: tokio::sync::Mutex<(String, HashMap<String, (String, String)>)>,
+    inner: tokio::sync::Mutex<(String, KeySet)>,
 }
 
 impl JwksCache {
@@ -115,11 +118,7 @@ impl JwksCache {
     }
 }
 
-async fn fetch(
-    http: &reqwest::Client,
-    url: &str,
-    timeout: Duration,
-) -> Result<HashMap<String, (String, String)>, OidcError> {
+async fn fetch(http: &reqwest::Client, url: &str, timeout: Duration) -> Result<KeySet, OidcError> {
     let resp = http.get(url).timeout(timeout).send().await.map_err(|e| {
         OidcError::Jwks(if e.is_timeout() {
             "timed out".into()

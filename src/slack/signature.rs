@@ -187,7 +187,14 @@ mod tests {
     fn every_failure_has_its_reason() {
         let ts = Some("1531420618");
         let sig = Some(DOC_SIG);
-        let cases: [(Option<&str>, Option<&str>, &str, u64, SignatureError); 9] = [
+        type Case<'a> = (
+            Option<&'a str>,
+            Option<&'a str>,
+            &'a str,
+            u64,
+            SignatureError,
+        );
+        let cases: [Case; 9] = [
             (
                 None,
                 sig,

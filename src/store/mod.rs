@@ -254,6 +254,31 @@ pub enum RecordKind {
     User(String),
 }
 
+/// A team's records from a listing.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct TeamRecords {
+    pub bot: Option<Installation>,
+    pub latest: Option<Installation>,
+    /// Each installing user's record, by user id.
+    pub users: Vec<(String, Installation)>,
+}
+
+/// Groups a listing by team (teams in key order).
+pub fn group_by_team(
+    records: Vec<StoredRecord>,
+) -> std::collections::BTreeMap<TeamRef, TeamRecords> {
+    let mut teams: std::collections::BTreeMap<TeamRef, TeamRecords> = Default::default();
+    for r in records {
+        let entry = teams.entry(r.team).or_default();
+        match r.kind {
+            RecordKind::Bot => entry.bot = Some(r.installation),
+            RecordKind::Latest => entry.latest = Some(r.installation),
+            RecordKind::User(u) => entry.users.push((u, r.installation)),
+        }
+    }
+    teams
+}
+
 /// The bot for a request's identity: the team's own, else its org's org-wide install.
 pub async fn find_bot_for(
     store: &dyn InstallationStore,
