@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod proxy;
 pub mod reload;
+pub mod seal;
 pub mod secret;
 pub mod server;
 pub mod signin;
@@ -62,8 +63,24 @@ pub enum RunError {
 
 /// Opens the configured store and builds the gateway's shared state.
 pub fn open(config: Config, config_path: &Path) -> Result<Arc<Gateway>, StoreError> {
-    let store: Arc<dyn InstallationStore> = Arc::new(SledStore::open(&config.storage.path)?);
+    let store: Arc<dyn InstallationStore> = Arc::new(open_store(&config)?);
     Ok(Gateway::new(config, config_path.to_path_buf(), store))
+}
+
+/// Opens the configured sled store, sealing tokens when `storage.encryption_key` is set.
+pub fn open_store(config: &Config) -> Result<SledStore, StoreError> {
+    let ring = match &config.storage.encryption_key {
+        Some(k) => Some(
+            store::sealing::KeyRing::new(k, &config.storage.previous_encryption_keys).map_err(
+                |e| StoreError::Open {
+                    path: config.storage.path.display().to_string(),
+                    source: format!("storage.encryption_key: {e}").into(),
+                },
+            )?,
+        ),
+        None => None,
+    };
+    SledStore::open_sealed(&config.storage.path, ring)
 }
 
 /// Serves the public and admin listeners until `shutdown` resolves, then drains: `/readyz`

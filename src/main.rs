@@ -65,6 +65,9 @@ enum InstallationsCommand {
     Export { file: PathBuf },
     /// Read installations from JSON lines in FILE, `-` for stdin
     Import { file: PathBuf },
+    /// Rewrite every record under the current storage.encryption_key (after a key rotation,
+    /// or after turning sealing on)
+    Reseal,
 }
 
 fn config_path(cli: &Cli) -> PathBuf {
@@ -193,6 +196,16 @@ fn installations(path: &std::path::Path, command: InstallationsCommand) -> anyho
                 }
                 eprintln!("exported {} installation(s)", lines.len());
             }
+            InstallationsCommand::Reseal => {
+                if config.storage.encryption_key.is_none() {
+                    anyhow::bail!(
+                        "storage.encryption_key is not set: there is nothing to seal with"
+                    );
+                }
+                let store = open_store_offline(&config)?;
+                let n = store.reseal().await?;
+                eprintln!("resealed {n} record(s)");
+            }
             InstallationsCommand::Import { file } => {
                 let text = if file.as_os_str() == "-" {
                     use std::io::Read;
@@ -217,7 +230,7 @@ fn installations(path: &std::path::Path, command: InstallationsCommand) -> anyho
 /// Opens the store for export/import. sled allows one process per folder, so this fails
 /// with a clear message while the gateway runs.
 fn open_store_offline(config: &Config) -> anyhow::Result<slack_gateway::store::sled::SledStore> {
-    slack_gateway::store::sled::SledStore::open(&config.storage.path).map_err(|e| {
+    slack_gateway::open_store(config).map_err(|e| {
         anyhow::anyhow!("{e} (is the gateway running? export/import need it stopped; use the admin API meanwhile)")
     })
 }

@@ -9,12 +9,11 @@
 //! GET protect/…  (session) ─► forwarded with X-Slack-User-Id/-Team-Id/-User-Email/-User-Name
 //! ```
 //!
-//! The session cookie `slack-gateway-session` is sealed ([`seal`]), HttpOnly, SameSite=Lax and
+//! The session cookie `slack-gateway-session` is sealed ([`crate::seal`]), HttpOnly, SameSite=Lax and
 //! Secure on https. The gateway's own cookies never reach the upstream. Return paths must be
 //! local (`/…`, never `//host`, `/\host` or anything a browser would read as another origin).
 
 pub mod oidc;
-pub mod seal;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -137,7 +136,7 @@ fn is_secure(live: &Live) -> bool {
     live.config.server.public_url.scheme() == "https"
 }
 
-fn sealer(live: &Live) -> Option<&seal::Sealer> {
+fn sealer(live: &Live) -> Option<&crate::seal::Sealer> {
     live.signin_sealer.as_ref()
 }
 

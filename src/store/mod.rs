@@ -18,6 +18,7 @@
 
 pub mod contract;
 pub mod memory;
+pub mod sealing;
 pub mod sled;
 
 use std::fmt;

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 
+use super::sealing::{self, KeyRing};
 use super::{
     check_id, kind_suffix, parse_record_key, team_prefix, Envelope, Installation,
     InstallationStore, RecordKind, StoreError, StoredRecord, TeamRef, RECORD_VERSION,
@@ -30,11 +31,18 @@ pub struct SledStore {
     issued: AtomicU64,
     writes: tokio::sync::Mutex<()>,
     bots: AtomicU64,
+    /// Seals tokens at rest when `storage.encryption_key` is set.
+    ring: Option<KeyRing>,
 }
 
 impl SledStore {
-    /// Opens (or creates, mode 0700) the store folder.
+    /// Opens (or creates, mode 0700) the store folder; tokens are stored as given.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_sealed(path, None)
+    }
+
+    /// Opens the store with tokens sealed by `ring`.
+    pub fn open_sealed(path: &Path, ring: Option<KeyRing>) -> Result<Self, StoreError> {
         let open_err = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
             path: path.display().to_string(),
             source,
@@ -61,13 +69,60 @@ impl SledStore {
             issued: AtomicU64::new(0),
             writes: tokio::sync::Mutex::new(()),
             bots: AtomicU64::new(bots),
+            ring,
         })
+    }
+
+    /// A record as stored: tokens sealed for `key` when sealing is on.
+    fn encode(&self, key: &str, inst: &Installation) -> Vec<u8> {
+        match &self.ring {
+            Some(ring) => encode(&sealing::seal_record(ring, key, inst.clone())),
+            None => encode(inst),
+        }
+    }
+
+    /// A stored record, opened; `true` when it should be resealed.
+    fn decode(&self, key: &str, bytes: &[u8]) -> Result<(Installation, bool), StoreError> {
+        let inst = decode(key, bytes)?;
+        match &self.ring {
+            Some(ring) => sealing::open_record(ring, key, inst),
+            None => Ok((inst, false)),
+        }
+    }
+
+    /// Rewrites every record whose tokens are plaintext or sealed with a previous key under
+    /// the current key. Returns how many records were rewritten.
+    pub async fn reseal(&self) -> Result<usize, StoreError> {
+        if self.ring.is_none() {
+            return Ok(0);
+        }
+        let _w = self.writes.lock().await;
+        let mut n = 0;
+        for item in self.tree.iter() {
+            let (k, v) = item.map_err(io)?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let (inst, stale) = self.decode(&key, &v)?;
+            if stale {
+                // Only if nobody changed it meanwhile.
+                let new = self.encode(&key, &inst);
+                if self
+                    .tree
+                    .compare_and_swap(&k, Some(v), Some(new))
+                    .map_err(io)?
+                    .is_ok()
+                {
+                    n += 1;
+                }
+            }
+        }
+        self.db.flush_async().await.map_err(io)?;
+        Ok(n)
     }
 
     fn get(&self, key: &str) -> Result<Option<Installation>, StoreError> {
         match self.tree.get(key.as_bytes()).map_err(io)? {
             None => Ok(None),
-            Some(bytes) => decode(key, &bytes).map(Some),
+            Some(bytes) => self.decode(key, &bytes).map(|(i, _)| Some(i)),
         }
     }
 
@@ -150,18 +205,16 @@ pub(crate) fn create_private_dir(path: &Path) -> std::io::Result<()> {
 impl InstallationStore for SledStore {
     async fn save(&self, app: &str, inst: &Installation) -> Result<(), StoreError> {
         let prefix = team_prefix(app, &inst.team_ref())?;
-        let value = encode(inst);
         let mut batch = sled::Batch::default();
-        batch.insert(format!("{prefix}latest").as_bytes(), value.clone());
+        let latest_key = format!("{prefix}latest");
+        batch.insert(latest_key.as_bytes(), self.encode(&latest_key, inst));
         let bot_key = format!("{prefix}bot");
         if inst.bot_token.is_some() {
-            batch.insert(bot_key.as_bytes(), value.clone());
+            batch.insert(bot_key.as_bytes(), self.encode(&bot_key, inst));
         }
         if !inst.user_id.is_empty() {
-            batch.insert(
-                format!("{prefix}user/{}", check_id(&inst.user_id)?).as_bytes(),
-                value,
-            );
+            let user_key = format!("{prefix}user/{}", check_id(&inst.user_id)?);
+            batch.insert(user_key.as_bytes(), self.encode(&user_key, inst));
         }
         let _w = self.writes.lock().await;
         let new_bot =
@@ -240,7 +293,7 @@ impl InstallationStore for SledStore {
             out.push(StoredRecord {
                 team,
                 kind,
-                installation: decode(&key, &v)?,
+                installation: self.decode(&key, &v)?.0,
             });
         }
         Ok(out)
@@ -255,7 +308,10 @@ impl InstallationStore for SledStore {
     ) -> Result<(), StoreError> {
         let key = format!("{}{}", team_prefix(app, team)?, kind_suffix(kind)?);
         let _w = self.writes.lock().await;
-        let old = self.tree.insert(key.as_bytes(), encode(inst)).map_err(io)?;
+        let old = self
+            .tree
+            .insert(key.as_bytes(), self.encode(&key, inst))
+            .map_err(io)?;
         if old.is_none() && *kind == RecordKind::Bot {
             self.bots.fetch_add(1, Ordering::Relaxed);
         }

@@ -1,8 +1,9 @@
-//! Sealed cookies: XChaCha20-Poly1305 with a random 192-bit nonce per value.
+//! Sealing: XChaCha20-Poly1305 with a random 192-bit nonce per value, for the sign-in cookies
+//! and for tokens at rest.
 //!
-//! The key is SHA-256 of `signin.cookie_secret` (at least 32 bytes). The cookie's name is the
-//! associated data, so a value sealed for one cookie does not open as another. A value that
-//! was tampered with, cut short or sealed with another secret does not open at all.
+//! The associated data names what a value is for (a cookie's name, a record's key and field),
+//! so a value sealed for one place does not open in another. A value that was tampered with,
+//! cut short or sealed with another key does not open at all.
 
 use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -11,20 +12,26 @@ use sha2::Digest;
 
 const NONCE_LEN: usize = 24;
 
-/// Seals and opens cookie values.
+/// Seals and opens values.
 pub struct Sealer {
     cipher: XChaCha20Poly1305,
 }
 
 impl Sealer {
+    /// A sealer keyed by SHA-256 of `secret` (for secrets of any length, like
+    /// `signin.cookie_secret`).
     pub fn new(secret: &[u8]) -> Self {
-        let key = sha2::Sha256::digest(secret);
+        Self::from_key(&sha2::Sha256::digest(secret).into())
+    }
+
+    /// A sealer with exactly this 256-bit key.
+    pub fn from_key(key: &[u8; 32]) -> Self {
         Sealer {
-            cipher: XChaCha20Poly1305::new_from_slice(&key).expect("a 32-byte key"),
+            cipher: XChaCha20Poly1305::new_from_slice(key).expect("a 32-byte key"),
         }
     }
 
-    /// `plaintext` sealed for the cookie `name`, URL-safe base64.
+    /// `plaintext` sealed for `name` (the associated data), URL-safe base64.
     pub fn seal(&self, name: &str, plaintext: &[u8]) -> String {
         use rand::RngCore;
         let mut nonce = [0u8; NONCE_LEN];
