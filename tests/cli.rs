@@ -1,150 +1,11 @@
 //! The real binary: `check`, exit codes, the shipped config, signals and draining.
 
-use std::convert::Infallible;
-use std::io::Read;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-
-const BIN: &str = env!("CARGO_BIN_EXE_slack-gateway");
-const SIGNING_SECRET: &str = "cli-test-signing-secret";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A config for the binary on free ports, forwarding to `upstream`.
-fn write_config(dir: &Path, upstream: SocketAddr, scopes: &str) -> (PathBuf, u16, u16) {
-    let (public, admin) = (free_port(), free_port());
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:{public}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nshutdown_grace = \"10s\"\n\
-         [slack]\nclient_id = \"111.222\"\nclient_secret = \"cli-client-secret\"\nsigning_secret = \"{SIGNING_SECRET}\"\n\
-         [oauth]\nscopes = [{scopes}]\n[upstream]\nurl = \"http://{upstream}\"\ntimeout = \"5s\"\n\
-         [storage]\npath = \"{}\"\n",
-        dir.join("data").display()
-    );
-    let path = dir.join("gateway.toml");
-    std::fs::write(&path, text).unwrap();
-    (path, public, admin)
-}
-
-struct Running {
-    child: Child,
-    stderr_path: PathBuf,
-}
-
-impl Running {
-    fn start(config: &Path, dir: &Path) -> Running {
-        let stderr_path = dir.join("stderr.log");
-        let child = Command::new(BIN)
-            .arg("--config")
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr_path).unwrap())
-            .spawn()
-            .unwrap();
-        Running { child, stderr_path }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-
-    fn stderr(&self) -> String {
-        let mut s = String::new();
-        std::fs::File::open(&self.stderr_path)
-            .unwrap()
-            .read_to_string(&mut s)
-            .unwrap();
-        s
-    }
-
-    async fn wait_ready(&self, admin: u16) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{admin}/readyz")).await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "gateway not ready; stderr:\n{}",
-                self.stderr()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// An upstream that answers after `delay`, telling `arrived` when a request comes in.
-async fn slow_upstream(delay: Duration) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |_req| {
-                    let tx = tx.clone();
-                    async move {
-                        let _ = tx.send(());
-                        tokio::time::sleep(delay).await;
-                        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(
-                            b"done",
-                        ))))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    (addr, rx)
-}
-
-fn signed_event(public: u16) -> reqwest::RequestBuilder {
-    let body =
-        r#"{"type":"event_callback","team_id":"T1","event":{"type":"app_mention","user":"U1"}}"#;
-    let ts = slack_gateway::http::unix_now();
-    reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{public}/slack/events"))
-        .header("content-type", "application/json")
-        .header("x-slack-request-timestamp", ts.to_string())
-        .header(
-            "x-slack-signature",
-            slack_gateway::slack::signature::sign(SIGNING_SECRET, ts, body.as_bytes()),
-        )
-        .body(body)
-}
+use support::binary::*;
 
 #[test]
 fn check_prints_the_config_redacted_and_exits_zero() {
@@ -197,7 +58,7 @@ fn a_bad_config_is_one_clear_line_and_exit_one() {
         let stderr = String::from_utf8(out.stderr).unwrap();
         let last = stderr.lines().last().unwrap();
         assert!(
-            last.contains("upstream.timeout") && last.contains(":13:"),
+            last.contains("upstream.timeout") && last.contains(":14:"),
             "{stderr}"
         );
     }
