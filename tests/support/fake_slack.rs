@@ -299,6 +299,12 @@ impl FakeSlack {
             .count()
     }
 
+    /// Every access and refresh token this fake has issued.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        let s = self.state.lock().unwrap();
+        s.tokens.keys().chain(s.refresh.keys()).cloned().collect()
+    }
+
     /// True when `token` is one this fake issued and it is still valid.
     pub fn token_is_valid(&self, token: &str) -> bool {
         let s = self.state.lock().unwrap();

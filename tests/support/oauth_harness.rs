@@ -43,7 +43,8 @@ pub struct Harness {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
-async fn echo_upstream() -> SocketAddr {
+/// An upstream that echoes what it received (see the module doc).
+pub async fn echo_upstream() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
