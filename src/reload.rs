@@ -121,6 +121,10 @@ pub fn keep_restart_only(old: &Config, mut new: Config) -> Config {
         changed.push("server.workers");
         new.server.workers = old.server.workers;
     }
+    if old.server.max_connections != new.server.max_connections {
+        changed.push("server.max_connections");
+        new.server.max_connections = old.server.max_connections;
+    }
     let storage_changed = old.storage.path != new.storage.path
         || old.storage.encryption_key != new.storage.encryption_key
         || old.storage.previous_encryption_keys != new.storage.previous_encryption_keys;

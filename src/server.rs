@@ -21,12 +21,8 @@ use tokio::sync::{watch, Semaphore};
 use crate::gateway::Gateway;
 use crate::http::Body;
 
-/// A client must send its request headers within this time (slowloris).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client must finish the TLS handshake within this time.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections served at once per listener; more wait in the kernel's backlog.
-pub const MAX_CONNECTIONS: usize = 10_000;
 /// Pause after a failed accept (out of file descriptors, say) before trying again.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -49,13 +45,9 @@ pub async fn serve(
     grace: Duration,
 ) {
     let graceful = GracefulShutdown::new();
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .keep_alive(true)
-        .max_buf_size(64 * 1024);
+    // The connection cap is fixed for the listener's life (server.max_connections is
+    // restart-only); the per-connection limits follow the live config.
+    let limit = Arc::new(Semaphore::new(gw.live().config.server.max_connections));
     let stopped = async move {
         let _ = shutdown.wait_for(|s| *s).await;
     };
@@ -82,7 +74,7 @@ pub async fn serve(
             Listener::Admin => None,
         };
         let gw = gw.clone();
-        let builder = builder.clone();
+        let builder = connection_builder(&gw);
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             match tls {
@@ -109,6 +101,23 @@ pub async fn serve(
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(grace) => tracing::warn!(?grace, "grace period over; closing remaining connections"),
     }
+}
+
+/// Largest request head (request line and headers) accepted; larger ones get 431.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// HTTP/1 settings for a new connection, from the live config.
+fn connection_builder(gw: &Gateway) -> http1::Builder {
+    let live = gw.live();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(live.config.server.header_read_timeout)
+        .max_headers(live.config.server.max_headers)
+        .max_header_size(MAX_HEAD_BYTES)
+        .keep_alive(true)
+        .max_buf_size(MAX_HEAD_BYTES);
+    builder
 }
 
 /// Serves one connection's requests until it closes or the listener drains.

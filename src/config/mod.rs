@@ -35,6 +35,12 @@ pub const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(2 * 3600);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Timeout of a call to Slack's Web API (`oauth.v2.access`, `auth.test`, refresh).
 pub const DEFAULT_SLACK_API_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client must send its request headers within this time (slowloris).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once on each listener; more wait in the kernel's backlog.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Request headers accepted per request (more get 431).
+pub const DEFAULT_MAX_HEADERS: usize = 100;
 /// How long a Sign in with Slack session lasts.
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -100,6 +106,10 @@ pub struct ServerConfig {
     pub workers: usize,
     #[serde(serialize_with = "ser_duration")]
     pub shutdown_grace: Duration,
+    #[serde(serialize_with = "ser_duration")]
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+    pub max_headers: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -447,6 +457,23 @@ impl Cx<'_> {
         Ok(d)
     }
 
+    /// A positive whole number up to `max`.
+    fn count(
+        &self,
+        key: &str,
+        v: &Option<toml::Spanned<i64>>,
+        default: usize,
+        max: i64,
+    ) -> R<usize> {
+        match v {
+            None => Ok(default),
+            Some(n) if (1..=max).contains(n.get_ref()) => Ok(*n.get_ref() as usize),
+            Some(n) => {
+                Err(self.err_at(key, n.span().start, format!("must be between 1 and {max}")))
+            }
+        }
+    }
+
     fn url(&mut self, key: &str, s: &Option<Str>) -> R<Option<Url>> {
         let Some(raw) = s else { return Ok(None) };
         let text = self.expand(key, raw)?.0;
@@ -568,6 +595,23 @@ impl Cx<'_> {
             "server.shutdown_grace",
             &s.shutdown_grace,
             DEFAULT_SHUTDOWN_GRACE,
+        )?;
+        let header_read_timeout = self.duration(
+            "server.header_read_timeout",
+            &s.header_read_timeout,
+            DEFAULT_HEADER_READ_TIMEOUT,
+        )?;
+        let max_connections = self.count(
+            "server.max_connections",
+            &s.max_connections,
+            DEFAULT_MAX_CONNECTIONS,
+            1_000_000,
+        )?;
+        let max_headers = self.count(
+            "server.max_headers",
+            &s.max_headers,
+            DEFAULT_MAX_HEADERS,
+            10_000,
         )?;
 
         // [slack]
@@ -926,6 +970,9 @@ impl Cx<'_> {
                 trusted_proxies,
                 workers,
                 shutdown_grace,
+                header_read_timeout,
+                max_connections,
+                max_headers,
             },
             slack: SlackConfig {
                 client_id,

@@ -42,6 +42,9 @@ pub struct RawServer {
     pub trusted_proxies: Option<Vec<Str>>,
     pub workers: Option<Spanned<i64>>,
     pub shutdown_grace: Option<Str>,
+    pub header_read_timeout: Option<Str>,
+    pub max_connections: Option<Spanned<i64>>,
+    pub max_headers: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,0 +1,174 @@
+//! Threats to the request path, grouped by threat; each group ends with a legitimate request
+//! that must still work.
+
+mod support;
+
+use std::time::Duration;
+
+use slack_gateway::slack::signature::sign;
+use support::fake_slack::FakeSlack;
+use support::oauth_harness::{Harness, CLIENT_ID, CLIENT_SECRET, SIGNING_SECRET};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn start(server_extra: &str) -> Harness {
+    let slack = FakeSlack::start(CLIENT_ID, CLIENT_SECRET).await;
+    Harness::start_full(slack, server_extra, "", "").await
+}
+
+fn signed(h: &Harness, body: &str, ts: u64) -> reqwest::RequestBuilder {
+    reqwest::Client::new()
+        .post(format!("{}/slack/events", h.public_url()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-slack-request-timestamp", ts.to_string())
+        .header(
+            "x-slack-signature",
+            sign(SIGNING_SECRET, ts, body.as_bytes()),
+        )
+        .body(body.to_owned())
+}
+
+/// Reads until the server closes the connection or `limit` passes; true if it closed.
+async fn closed_within(s: &mut tokio::net::TcpStream, limit: Duration) -> (bool, String) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let res = tokio::time::timeout(limit, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    (res.is_ok(), String::from_utf8_lossy(&got).into_owned())
+}
+
+// --- Replayed requests -------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_exact_replay_of_a_slash_command_is_refused() {
+    let h = start("").await;
+    let body = "team_id=T1&user_id=U1&command=%2Fdeploy&text=prod";
+    let ts = slack_gateway::http::unix_now();
+    assert_eq!(signed(&h, body, ts).send().await.unwrap().status(), 200);
+    let r = signed(&h, body, ts).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("replayed_request"));
+    assert!(
+        h.metric("slack_gateway_signature_failures_total{reason=\"replayed_request\"}")
+            .await
+            >= 1.0
+    );
+    // The same command sent again by Slack (new timestamp, new signature) is a new request.
+    assert_eq!(signed(&h, body, ts + 1).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn events_api_retries_pass_with_their_retry_headers() {
+    let h = start("").await;
+    let body = r#"{"type":"event_callback","team_id":"T1","event_id":"Ev1","event":{"type":"app_mention","user":"U1"}}"#;
+    let ts = slack_gateway::http::unix_now();
+    let first = signed(&h, body, ts)
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    let retry = signed(&h, body, ts + 2)
+        .header("content-type", "application/json")
+        .header("x-slack-retry-num", "1")
+        .header("x-slack-retry-reason", "http_timeout")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        retry.status(),
+        200,
+        "same event_id, new signature: a retry, not a replay"
+    );
+}
+
+#[tokio::test]
+async fn replay_protection_can_be_switched_off_for_load_tests() {
+    let h = start("replay_protection = false").await;
+    let body = "team_id=T1&user_id=U1&command=%2Fx";
+    let ts = slack_gateway::http::unix_now();
+    for _ in 0..3 {
+        assert_eq!(signed(&h, body, ts).send().await.unwrap().status(), 200);
+    }
+}
+
+// --- Slowloris and oversized heads ----------------------------------------------------------
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    let h = start("header_read_timeout = \"300ms\"").await;
+    let mut s = tokio::net::TcpStream::connect(h.public).await.unwrap();
+    s.write_all(b"POST /slack/events HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let (closed, answer) = closed_within(&mut s, Duration::from_secs(5)).await;
+    assert!(
+        closed,
+        "connection still open after the header read timeout"
+    );
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    assert_eq!(h.signed_event_status("T1").await, (200, true));
+}
+
+#[tokio::test]
+async fn too_many_or_too_large_headers_get_431() {
+    let h = start("max_headers = 20").await;
+    let mut s = tokio::net::TcpStream::connect(h.public).await.unwrap();
+    let mut req = String::from("GET /slack/install HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..40 {
+        req.push_str(&format!("X-Many-{i}: v\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let (_, answer) = closed_within(&mut s, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+
+    let mut s = tokio::net::TcpStream::connect(h.public).await.unwrap();
+    let big = "a".repeat(100 * 1024);
+    let _ = s
+        .write_all(
+            format!("GET /slack/install HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").as_bytes(),
+        )
+        .await;
+    let (_, answer) = closed_within(&mut s, Duration::from_secs(5)).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 431"),
+        "{}",
+        &answer[..answer.len().min(200)]
+    );
+    assert_eq!(h.get("/slack/install", None).await.status(), 200);
+}
+
+// --- Connection exhaustion ------------------------------------------------------------------
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_for_a_free_slot() {
+    let h = start("max_connections = 2").await;
+    let mut a = tokio::net::TcpStream::connect(h.public).await.unwrap();
+    let _b = tokio::net::TcpStream::connect(h.public).await.unwrap();
+    // Make sure both are being served (the accept loop has taken them).
+    a.write_all(b"GET /slack/install HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = a.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let third =
+        tokio::time::timeout(Duration::from_millis(400), h.get("/slack/install", None)).await;
+    assert!(
+        third.is_err(),
+        "a third connection was served beyond max_connections"
+    );
+    drop(a);
+    let third = tokio::time::timeout(Duration::from_secs(5), h.get("/slack/install", None)).await;
+    assert_eq!(third.expect("served once a slot is free").status(), 200);
+}
