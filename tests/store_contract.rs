@@ -1,0 +1,120 @@
+//! The storage contract, run against every backend in the crate, and what only a durable
+//! backend can promise: an installation survives the store being closed and reopened.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use slack_gateway::secret::Secret;
+use slack_gateway::store::contract::{self, org_install, workspace_install};
+use slack_gateway::store::memory::MemoryStore;
+use slack_gateway::store::sealing::KeyRing;
+use slack_gateway::store::sled::SledStore;
+use slack_gateway::store::{InstallationStore, RecordKind, TeamRef, Token};
+
+const APP: &str = "111.222";
+
+#[tokio::test]
+async fn sled_store_passes_the_contract() {
+    // One parent folder, a fresh sled folder inside it for every check.
+    let parent = tempfile::tempdir().unwrap();
+    let next = AtomicUsize::new(0);
+    contract::run_all(|| {
+        let dir = parent
+            .path()
+            .join(next.fetch_add(1, Ordering::Relaxed).to_string());
+        SledStore::open(&dir).unwrap()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sled_store_with_sealed_tokens_passes_the_contract() {
+    use base64::Engine;
+    let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let parent = tempfile::tempdir().unwrap();
+    let next = AtomicUsize::new(0);
+    contract::run_all(|| {
+        let dir = parent
+            .path()
+            .join(next.fetch_add(1, Ordering::Relaxed).to_string());
+        let ring = KeyRing::new(&Secret::from(key.as_str()), &[]).unwrap();
+        SledStore::open_sealed(&dir, Some(ring)).unwrap()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn memory_store_passes_the_contract() {
+    contract::run_all(MemoryStore::new).await;
+}
+
+#[tokio::test]
+async fn sled_installations_survive_close_and_reopen_with_the_bot_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    let ws = {
+        let mut i = workspace_install("T1", "U1", "xoxb-t1");
+        i.user_token = Some(Token::new("xoxp-u1"));
+        i.user_scopes = Some("search:read".into());
+        i.bot_refresh_token = Some(Token::new("xoxe-1-refresh"));
+        i.bot_token_expires_at = Some(1_900_000_000);
+        i
+    };
+    let org = org_install("E1", "U9", "xoxb-e1");
+    let doomed = workspace_install("T2", "U2", "xoxb-t2");
+    {
+        let store = SledStore::open(&path).unwrap();
+        store.save(APP, &ws).await.unwrap();
+        store.save(APP, &org).await.unwrap();
+        store.save(APP, &doomed).await.unwrap();
+        store
+            .delete_team(APP, &TeamRef::new(None, Some("T2"), false))
+            .await
+            .unwrap();
+        assert_eq!(store.bot_count(), 2);
+        // Dropped without an explicit `flush`: `save` and `delete_team` flush themselves.
+    }
+    let store = SledStore::open(&path).unwrap();
+    let t1 = TeamRef::new(None, Some("T1"), false);
+    assert_eq!(store.find_bot(APP, &t1).await.unwrap(), Some(ws.clone()));
+    assert_eq!(
+        store.find_user(APP, &t1, "U1").await.unwrap(),
+        Some(ws.clone())
+    );
+    assert_eq!(
+        store
+            .find_bot(APP, &TeamRef::new(Some("E1"), None, true))
+            .await
+            .unwrap(),
+        Some(org)
+    );
+    assert_eq!(
+        store
+            .find_bot(APP, &TeamRef::new(None, Some("T2"), false))
+            .await
+            .unwrap(),
+        None,
+        "a deletion is durable too"
+    );
+    assert_eq!(store.bot_count(), 2, "bot count restored from disk");
+
+    // A rotated token written with update_record survives a reopen as well.
+    let mut rotated = ws.clone();
+    rotated.bot_token = Some(Token::new("xoxb-t1-rotated"));
+    store
+        .update_record(APP, &t1, &RecordKind::Bot, &rotated)
+        .await
+        .unwrap();
+    drop(store);
+    let store = SledStore::open(&path).unwrap();
+    assert_eq!(
+        store
+            .find_bot(APP, &t1)
+            .await
+            .unwrap()
+            .and_then(|b| b.bot_token)
+            .map(|t| t.expose().to_owned())
+            .as_deref(),
+        Some("xoxb-t1-rotated")
+    );
+    assert_eq!(store.bot_count(), 2);
+}
