@@ -1252,6 +1252,41 @@ async fn tokens_revoked_for_another_bot_keeps_this_one() {
     assert_eq!(up.last().header("x-slack-bot-token"), Some("xoxb-t1-token"));
 }
 
+#[tokio::test]
+async fn malformed_team_id_is_forwarded_without_a_token_not_a_store_error() {
+    let (up, gw) = seeded().await;
+    // Slack ids never contain '/' or equal '-', but a signed body is still just input: it
+    // must not be mistaken for a store outage (503).
+    for bad in ["T1/../T3", "-"] {
+        let body = format!(
+            r#"{{"type":"event_callback","team_id":"{bad}","event_id":"Ev{}","event":{{"type":"app_mention"}}}}"#,
+            unique_id()
+        );
+        let a = gw.post(body).send().await;
+        assert_eq!(a.status, 200, "{bad}: {}", a.text());
+        assert_no_token(&up.last());
+        let body = format!(
+            r#"{{"type":"event_callback","team_id":"{bad}","event_id":"Ev{}","event":{{"type":"app_uninstalled"}}}}"#,
+            unique_id()
+        );
+        let a = gw.post(body).send().await;
+        assert_eq!(a.status, 200, "{bad} uninstall: {}", a.text());
+    }
+    assert!(gw
+        .store
+        .find_bot(CLIENT_ID, &team("T1"))
+        .await
+        .unwrap()
+        .is_some());
+    assert!(gw
+        .store
+        .find_bot(CLIENT_ID, &team("T3"))
+        .await
+        .unwrap()
+        .is_some());
+    assert_still_works(&gw, &up).await;
+}
+
 // ---------------------------------------------------------------------------------------
 // Upstream faults
 // ---------------------------------------------------------------------------------------

@@ -249,7 +249,12 @@ async fn resolve_installation(
     let bot = if team.enterprise_id.is_none() && team.team_id.is_none() {
         None
     } else {
-        store::find_bot_for(gw.store.as_ref(), app, &team).await?
+        match store::find_bot_for(gw.store.as_ref(), app, &team).await {
+            Ok(b) => b,
+            // An id that cannot be a key simply has no installation.
+            Err(StoreError::InvalidId(_)) => None,
+            Err(e) => return Err(e.into()),
+        }
     };
     let user = match (&identity.user_id, live.config.upstream.inject_user_token) {
         (Some(uid), true) if bot.is_some() => {
@@ -304,10 +309,14 @@ async fn apply_lifecycle(
         None => team_ref(&resolved.identity),
     };
     match &parsed.action {
-        Action::Uninstalled => {
-            let n = gw.store.delete_team(app, &team).await?;
-            tracing::info!(team = %team.admin_id(), records = n, "app_uninstalled: installation deleted");
-        }
+        Action::Uninstalled => match gw.store.delete_team(app, &team).await {
+            Ok(n) => {
+                tracing::info!(team = %team.admin_id(), records = n, "app_uninstalled: installation deleted");
+            }
+            // Ids that cannot be keys have nothing stored.
+            Err(StoreError::InvalidId(_)) => {}
+            Err(e) => return Err(e.into()),
+        },
         Action::TokensRevoked {
             user_ids,
             bot_user_ids,
