@@ -1252,6 +1252,71 @@ async fn tokens_revoked_for_another_bot_keeps_this_one() {
     assert_eq!(up.last().header("x-slack-bot-token"), Some("xoxb-t1-token"));
 }
 
+/// Every token still held anywhere in the store (any record, any field).
+async fn tokens_at_rest(gw: &TestGateway) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in gw.store.list(CLIENT_ID).await.unwrap() {
+        let i = r.installation;
+        for t in [
+            i.bot_token,
+            i.bot_refresh_token,
+            i.user_token,
+            i.user_refresh_token,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            out.push(t.expose().to_owned());
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn tokens_revoked_leaves_no_copy_of_a_revoked_user_token_at_rest() {
+    let (_up, gw) = two_users().await;
+    // U2 installed last: U2's token is in the team's latest record too.
+    let a = gw.post(tokens_revoked("T1", &["U2"], &[])).send().await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let left = tokens_at_rest(&gw).await;
+    assert!(
+        !left.iter().any(|t| t == "xoxp-u2-user-token"),
+        "a revoked user token is still stored"
+    );
+    assert!(left.iter().any(|t| t == "xoxp-u1-user-token"));
+    assert!(left.iter().any(|t| t == "xoxb-t1-token"));
+    // Nor does an export (which an import would turn back into a live installation).
+    let exported = slack_gateway::transfer::export(gw.store.as_ref(), CLIENT_ID)
+        .await
+        .unwrap();
+    assert!(!exported
+        .iter()
+        .any(|i| i.user_token.as_ref().map(|t| t.expose()) == Some("xoxp-u2-user-token")));
+}
+
+#[tokio::test]
+async fn tokens_revoked_leaves_no_copy_of_a_revoked_bot_token_at_rest() {
+    let (_up, gw) = two_users().await;
+    let a = gw.post(tokens_revoked("T1", &[], &["UT1BOT"])).send().await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let left = tokens_at_rest(&gw).await;
+    assert!(
+        !left.iter().any(|t| t == "xoxb-t1-token"),
+        "a revoked bot token is still stored"
+    );
+    assert!(
+        left.iter().any(|t| t == "xoxp-u1-user-token"),
+        "user tokens are not the bot's"
+    );
+    let exported = slack_gateway::transfer::export(gw.store.as_ref(), CLIENT_ID)
+        .await
+        .unwrap();
+    assert!(
+        exported.iter().all(|i| i.bot_token.is_none()),
+        "an export would bring the revoked bot back"
+    );
+}
+
 #[tokio::test]
 async fn malformed_team_id_is_forwarded_without_a_token_not_a_store_error() {
     let (up, gw) = seeded().await;

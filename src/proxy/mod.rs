@@ -322,7 +322,7 @@ async fn apply_lifecycle(
             bot_user_ids,
         } => {
             for uid in user_ids {
-                match gw.store.delete_user(app, &team, uid).await {
+                match store::revoke_user_token(gw.store.as_ref(), app, &team, uid).await {
                     Ok(_) | Err(StoreError::InvalidId(_)) => {}
                     Err(e) => return Err(e.into()),
                 }
@@ -333,7 +333,7 @@ async fn apply_lifecycle(
                     .is_none_or(|id| bot_user_ids.contains(id))
             });
             if !bot_user_ids.is_empty() && bot_named {
-                gw.store.delete_bot(app, &team).await?;
+                store::revoke_bot_token(gw.store.as_ref(), app, &team).await?;
             }
             tracing::info!(team = %team.admin_id(), users = user_ids.len(), bots = bot_user_ids.len(), "tokens_revoked: tokens deleted");
         }

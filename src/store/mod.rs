@@ -311,6 +311,63 @@ pub async fn find_user_for(
     }
 }
 
+/// `tokens_revoked` for a user: removes the user's record and the copies of the user's token
+/// that the team's latest and bot records keep when that user installed last, so no revoked
+/// token stays at rest (an export would carry it, and an import bring it back). Returns how
+/// many records changed.
+pub async fn revoke_user_token(
+    store: &dyn InstallationStore,
+    app: &str,
+    team: &TeamRef,
+    user_id: &str,
+) -> Result<usize, StoreError> {
+    let mut n = store.delete_user(app, team, user_id).await?;
+    for kind in [RecordKind::Latest, RecordKind::Bot] {
+        let found = match kind {
+            RecordKind::Bot => store.find_bot(app, team).await?,
+            _ => store.find_latest(app, team).await?,
+        };
+        let Some(mut inst) = found else { continue };
+        if inst.user_id != user_id
+            || (inst.user_token.is_none() && inst.user_refresh_token.is_none())
+        {
+            continue;
+        }
+        inst.user_token = None;
+        inst.user_refresh_token = None;
+        inst.user_token_expires_at = None;
+        store.update_record(app, team, &kind, &inst).await?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// `tokens_revoked` for the bot: removes the team's bot record and the copies of the bot token
+/// that its latest and per-user records keep (see [`revoke_user_token`] for why). Not on a hot
+/// path: revocations are rare, so the team's records are found by listing the app.
+pub async fn revoke_bot_token(
+    store: &dyn InstallationStore,
+    app: &str,
+    team: &TeamRef,
+) -> Result<usize, StoreError> {
+    let mut n = store.delete_bot(app, team).await?;
+    for r in store.list(app).await? {
+        if r.team != *team || r.kind == RecordKind::Bot {
+            continue;
+        }
+        let mut inst = r.installation;
+        if inst.bot_token.is_none() && inst.bot_refresh_token.is_none() {
+            continue;
+        }
+        inst.bot_token = None;
+        inst.bot_refresh_token = None;
+        inst.bot_token_expires_at = None;
+        store.update_record(app, team, &r.kind, &inst).await?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// Stands for an absent enterprise or team in a key.
 const NONE: &str = "-";
 
