@@ -750,6 +750,96 @@ async fn spoofed_token_and_forwarding_headers_never_reach_the_upstream_without_a
     }
 }
 
+#[tokio::test]
+async fn renamed_injected_headers_are_used_and_old_and_new_names_are_stripped() {
+    let up = FakeUpstream::start().await;
+    let gw = TestGateway::builder(up.url())
+        .toml("[upstream.headers]\nbot_token = \"X-App-Bot-Token\"\nteam_id = \"X-App-Team\"")
+        .seed(t1())
+        .start()
+        .await;
+    let a = gw
+        .post(event_for("T1"))
+        .header("X-App-Bot-Token", "xoxb-spoofed-new-name")
+        .header("X_App_Bot_Token", "xoxb-spoofed-new-name-underscore")
+        .header("X-Slack-Bot-Token", "xoxb-spoofed-old-name")
+        .header("X-Slack-Team-Id", "TSPOOFED")
+        .send()
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let r = up.single();
+    assert_eq!(
+        only(&r, "x-app-bot-token").as_deref(),
+        Some("xoxb-t1-token")
+    );
+    assert_eq!(only(&r, "x-app-team").as_deref(), Some("T1"));
+    assert_eq!(
+        only(&r, "x-slack-bot-token"),
+        None,
+        "the default name is stripped even when renamed"
+    );
+    assert_eq!(only(&r, "x-slack-team-id"), None);
+    assert_eq!(only(&r, "x-slack-bot-id").as_deref(), Some("BT1"));
+}
+
+#[tokio::test]
+async fn upstream_url_with_a_base_path_is_prefixed() {
+    let up = FakeUpstream::start().await;
+    let gw = TestGateway::builder(format!("{}/app/", up.url()))
+        .seed(t1())
+        .start()
+        .await;
+    let a = support::SlackPost::new(gw.url("/slack/events?x=1"), event_for("T1").into())
+        .send()
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(up.single().path_and_query, "/app/slack/events?x=1");
+}
+
+#[tokio::test]
+async fn content_type_parameters_and_case_are_accepted() {
+    let (up, gw) = seeded().await;
+    let a = gw
+        .post(event_for("T1"))
+        .content_type("Application/JSON; charset=utf-8")
+        .send()
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let a = gw
+        .post(slash_command("T1", "U1"))
+        .content_type("application/x-www-form-urlencoded; charset=UTF-8")
+        .send()
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(up.count(), 2);
+    assert_eq!(
+        up.last().header("content-type"),
+        Some("application/x-www-form-urlencoded; charset=UTF-8"),
+        "the content type is forwarded as sent"
+    );
+}
+
+#[tokio::test]
+async fn expect_100_continue_request_is_forwarded() {
+    let (up, gw) = seeded().await;
+    let body = padded_event(1500);
+    let (ts, sig) = support::sign_now(support::SIGNING_SECRET, body.as_bytes());
+    let mut req = format!(
+        "POST {EVENTS_PATH} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nExpect: 100-continue\r\nX-Slack-Request-Timestamp: {ts}\r\n\
+         X-Slack-Signature: {sig}\r\nConnection: close\r\n\r\n",
+        gw.public,
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body.as_bytes());
+    let (status, text) = raw_http(gw.public, &req).await;
+    // Either "100 Continue" then 200, or straight 200: both end in the upstream's answer.
+    assert!(status == 100 || status == 200, "unexpected answer: {text}");
+    assert!(text.contains("upstream ok"), "{text}");
+    assert_eq!(up.single().body, Bytes::from(body));
+}
+
 // ---------------------------------------------------------------------------------------
 // Refusals: nothing forwarded, and the next legitimate request still works
 // ---------------------------------------------------------------------------------------
@@ -1366,6 +1456,31 @@ async fn upstream_down_is_502() {
     assert_eq!(a.status, 502, "{}", a.text());
     assert!(!a.text().contains("xoxb"), "no token in the answer");
     gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn upstream_that_closes_without_answering_is_502() {
+    // Accepts, reads the request, and hangs up without a word.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let rude = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            let mut buf = [0u8; 4096];
+            let _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await;
+            drop(s);
+        }
+    });
+    let gw = TestGateway::builder(format!("http://{addr}"))
+        .seed(t1())
+        .start()
+        .await;
+    let a = gw.post(event_for("T1")).send().await;
+    assert_eq!(a.status, 502, "{}", a.text());
+    assert_eq!(a.text().trim(), "upstream unavailable");
+    rude.abort();
 }
 
 #[tokio::test]
