@@ -783,6 +783,42 @@ async fn renamed_injected_headers_are_used_and_old_and_new_names_are_stripped() 
 }
 
 #[tokio::test]
+async fn trusted_proxy_extends_the_forwarded_chain_but_folded_spellings_are_still_removed() {
+    let up = FakeUpstream::start().await;
+    let gw = TestGateway::builder(up.url())
+        .toml("[server]\ntrusted_proxies = [\"127.0.0.1\"]")
+        .seed(t1())
+        .start()
+        .await;
+    let a = gw
+        .post(event_for("T1"))
+        .header("X-Forwarded-For", "198.51.100.7")
+        .header("X-Forwarded-Proto", "https")
+        .header("X-Forwarded-Host", "gw.example.com")
+        .header("X_Forwarded_For", "203.0.113.66")
+        .header("X_Forwarded_Host", "spoofed.example")
+        .header("X_Slack_Bot_Token", "xoxb-spoofed")
+        .send()
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let r = up.single();
+    assert_eq!(
+        only(&r, "x-forwarded-for").as_deref(),
+        Some("198.51.100.7, 127.0.0.1"),
+        "the trusted proxy's chain, then the proxy itself"
+    );
+    assert_eq!(only(&r, "x-forwarded-proto").as_deref(), Some("https"));
+    assert_eq!(
+        only(&r, "x-forwarded-host").as_deref(),
+        Some("gw.example.com")
+    );
+    assert_eq!(
+        only(&r, "x-slack-bot-token").as_deref(),
+        Some("xoxb-t1-token")
+    );
+}
+
+#[tokio::test]
 async fn upstream_url_with_a_base_path_is_prefixed() {
     let up = FakeUpstream::start().await;
     let gw = TestGateway::builder(format!("{}/app/", up.url()))

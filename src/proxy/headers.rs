@@ -116,6 +116,18 @@ pub fn rewrite_request(
     }
     let host = headers.remove(header::HOST);
     headers.remove(header::CONTENT_LENGTH);
+    // Folded spellings (X_Forwarded_For) are no proxy's doing, trusted or not: an upstream that
+    // folds `_` into `-` would read them as the real thing.
+    let folded: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| {
+            !FORWARDED.contains(&k.as_str()) && FORWARDED.contains(&fold(k.as_str()).as_str())
+        })
+        .cloned()
+        .collect();
+    for k in folded {
+        headers.remove(k);
+    }
     let trusted = trusted_proxies.contains(&peer.ip());
     let peer_ip = peer.ip().to_string();
     if trusted {
@@ -135,15 +147,6 @@ pub fn rewrite_request(
     } else {
         for n in FORWARDED {
             headers.remove(n);
-        }
-        // Folded variants too (X_Forwarded_For): an upstream that folds would trust them.
-        let folded: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| FORWARDED.contains(&fold(k.as_str()).as_str()))
-            .cloned()
-            .collect();
-        for k in folded {
-            headers.remove(k);
         }
         set(headers, "x-forwarded-for", &peer_ip);
         set(headers, "x-forwarded-proto", scheme);
@@ -276,11 +279,16 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("198.51.100.1"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        h.insert("x_forwarded_for", HeaderValue::from_static("10.6.6.6"));
         rewrite_request(&mut h, &strip(), peer(), "http", &[peer().ip()]);
         assert_eq!(
             h.get("x-forwarded-for").unwrap(),
             "198.51.100.1, 203.0.113.7"
         );
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
+        assert!(
+            !h.contains_key("x_forwarded_for"),
+            "a folded spelling is nobody's chain"
+        );
     }
 }
