@@ -293,11 +293,20 @@ async fn admin_call(
 fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     // Validate everything before anything binds.
     let config = Config::load(path)?;
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    // One worker: a current-thread runtime, which skips the work-stealing scheduler's
+    // cross-thread bookkeeping (the common case on a one-core container).
+    let workers = match config.server.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let mut rt = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
     rt.enable_all();
-    if config.server.workers > 0 {
-        rt.worker_threads(config.server.workers);
-    }
     let rt = rt.build()?;
     rt.block_on(async move {
         for key in &config.placeholder_secrets {
