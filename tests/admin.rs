@@ -265,3 +265,19 @@ async fn admin_token_is_required_for_the_installations_api_when_set() {
     assert_eq!(m.status, 200);
     assert!(!m.text().contains(ADMIN_TOKEN));
 }
+
+#[tokio::test]
+async fn installations_gauge_follows_app_uninstalled() {
+    let (up, gw) = start("").await;
+    let body = format!(
+        r#"{{"type":"event_callback","team_id":"T3","event_id":"Ev{}","event":{{"type":"app_uninstalled"}},"authorizations":[{{"enterprise_id":null,"team_id":"T3","is_enterprise_install":false}}]}}"#,
+        unique_id()
+    );
+    let a = gw.post(body).send().await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(up.count(), 1);
+    let text = get(&gw.admin_url("/metrics")).await.text();
+    assert_eq!(metric(&text, "slack_gateway_installations"), Some(2.0));
+    let a = admin_get(&gw.admin_url("/admin/installations/T3"), None).await;
+    assert_eq!(a.status, 404, "the admin API agrees");
+}
