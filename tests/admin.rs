@@ -267,6 +267,35 @@ async fn admin_token_is_required_for_the_installations_api_when_set() {
 }
 
 #[tokio::test]
+async fn admin_token_scheme_is_case_insensitive() {
+    // RFC 9110 §11.1: the authentication scheme is case-insensitive.
+    let (_up, gw) = start(&format!("[admin]\ntoken = \"{ADMIN_TOKEN}\"")).await;
+    let url = gw.admin_url("/admin/installations");
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let r = reqwest::Client::new()
+            .get(&url)
+            .header("authorization", format!("{scheme} {ADMIN_TOKEN}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "scheme {scheme}");
+    }
+    for bad in [
+        format!("Basic {ADMIN_TOKEN}"),
+        format!("Bearer{ADMIN_TOKEN}"),
+        ADMIN_TOKEN.to_owned(),
+    ] {
+        let r = reqwest::Client::new()
+            .get(&url)
+            .header("authorization", bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+}
+
+#[tokio::test]
 async fn installations_gauge_follows_app_uninstalled() {
     let (up, gw) = start("").await;
     let body = format!(
