@@ -272,7 +272,7 @@ async fn admin_token_scheme_is_case_insensitive() {
     let (_up, gw) = start(&format!("[admin]\ntoken = \"{ADMIN_TOKEN}\"")).await;
     let url = gw.admin_url("/admin/installations");
     for scheme in ["Bearer", "bearer", "BEARER"] {
-        let r = reqwest::Client::new()
+        let r = support::client()
             .get(&url)
             .header("authorization", format!("{scheme} {ADMIN_TOKEN}"))
             .send()
@@ -285,7 +285,7 @@ async fn admin_token_scheme_is_case_insensitive() {
         format!("Bearer{ADMIN_TOKEN}"),
         ADMIN_TOKEN.to_owned(),
     ] {
-        let r = reqwest::Client::new()
+        let r = support::client()
             .get(&url)
             .header("authorization", bad)
             .send()

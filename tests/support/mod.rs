@@ -173,7 +173,7 @@ fn merge(base: &mut toml::Table, extra: toml::Table) {
 async fn wait_until_answers(url: &str) {
     let deadline = Instant::now() + READY_LIMIT;
     loop {
-        if let Ok(r) = reqwest::get(url).await {
+        if let Ok(r) = client().get(url).send().await {
             if r.status() == reqwest::StatusCode::OK {
                 return;
             }
@@ -578,7 +578,8 @@ impl Answer {
     }
 }
 
-fn client() -> reqwest::Client {
+/// A client that never goes through a proxy from the environment and follows no redirects.
+pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
