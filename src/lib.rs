@@ -29,6 +29,7 @@ pub mod admin;
 pub mod config;
 pub mod gateway;
 pub mod http;
+pub mod manifest;
 pub mod metrics;
 pub mod oauth;
 pub mod proxy;

@@ -40,6 +40,39 @@ enum Command {
         #[command(subcommand)]
         command: InstallationsCommand,
     },
+    /// Print the Slack app manifest for this config (paste it into "Create New App → From a
+    /// manifest", or send it to apps.manifest.create)
+    Manifest {
+        #[arg(long, value_enum, default_value_t = ManifestFormat::Yaml)]
+        format: ManifestFormat,
+    },
+    /// Exit 0 if the running gateway's admin listener answers GET /healthz with 200, else 1
+    /// (a container HEALTHCHECK that needs no curl)
+    Healthcheck {
+        /// URL to check instead of http://{server.admin_listen}/healthz
+        #[arg(long)]
+        url: Option<String>,
+        /// How long to wait for the answer
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ManifestFormat {
+    Json,
+    Yaml,
+}
+
+/// Where `installations import` reads from.
+#[derive(Clone, Copy, ValueEnum)]
+enum ImportSource {
+    /// JSON lines with slack_sdk's Installation field names (what `export` writes)
+    Jsonl,
+    /// The folder of slack_sdk's FileInstallationStore (Bolt for Python)
+    SlackSdkFile,
+    /// The folder of @slack/oauth's FileInstallationStore (Bolt for JavaScript)
+    BoltJsFile,
 }
 
 #[derive(Subcommand)]
@@ -63,8 +96,15 @@ enum InstallationsCommand {
     },
     /// Write every installation as JSON lines (slack_sdk field names) to FILE, `-` for stdout
     Export { file: PathBuf },
-    /// Read installations from JSON lines in FILE, `-` for stdin
-    Import { file: PathBuf },
+    /// Read installations from JSON lines in FILE (`-` for stdin), or from an SDK's file
+    /// installation store folder with --from
+    Import {
+        file: PathBuf,
+        /// What FILE is: `slack-sdk-file` and `bolt-js-file` take the SDK's base_dir (or its
+        /// client-id folder)
+        #[arg(long, value_enum, default_value_t = ImportSource::Jsonl)]
+        from: ImportSource,
+    },
     /// Rewrite every record under the current storage.encryption_key (after a key rotation,
     /// or after turning sealing on)
     Reseal,
@@ -96,6 +136,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Check) => check(&path),
         Some(Command::Installations { command }) => installations(&path, command),
+        Some(Command::Manifest { format }) => manifest(&path, format),
+        Some(Command::Healthcheck { url, timeout }) => healthcheck(&path, url, timeout),
         None => serve(&path),
     };
     match result {
@@ -114,6 +156,46 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         eprintln!("warning: {key} uses its development placeholder; set the environment variable before going live");
     }
     Ok(())
+}
+
+fn manifest(path: &std::path::Path, format: ManifestFormat) -> anyhow::Result<()> {
+    use slack_gateway::manifest;
+    let config = Config::load(path)?;
+    let m = manifest::manifest(&config);
+    match format {
+        ManifestFormat::Json => println!("{}", serde_json::to_string_pretty(&m)?),
+        ManifestFormat::Yaml => print!("{}", manifest::to_yaml(&m)),
+    }
+    for w in manifest::warnings(&config) {
+        eprintln!("warning: {w}");
+    }
+    Ok(())
+}
+
+fn healthcheck(
+    path: &std::path::Path,
+    url: Option<String>,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    let url = match url {
+        Some(u) => u,
+        None => format!("{}/healthz", admin_base_url(&Config::load(path)?)),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let client = reqwest::Client::builder().timeout(timeout).build()?;
+        let resp = client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+        if !resp.status().is_success() {
+            anyhow::bail!("{url}: {}", resp.status());
+        }
+        Ok(())
+    })
 }
 
 fn installations(path: &std::path::Path, command: InstallationsCommand) -> anyhow::Result<()> {
@@ -206,7 +288,38 @@ fn installations(path: &std::path::Path, command: InstallationsCommand) -> anyho
                 let n = store.reseal().await?;
                 eprintln!("resealed {n} record(s)");
             }
-            InstallationsCommand::Import { file } => {
+            InstallationsCommand::Import { file, from } if !matches!(from, ImportSource::Jsonl) => {
+                use slack_gateway::transfer;
+                if !file.is_dir() {
+                    anyhow::bail!("{}: not a folder", file.display());
+                }
+                let client_id = &config.slack.client_id;
+                let (dir, found) = match from {
+                    ImportSource::BoltJsFile => {
+                        (file.clone(), transfer::read_bolt_js_dir(&file, client_id)?)
+                    }
+                    _ => {
+                        let dir = transfer::app_dir(&file, client_id);
+                        let found = transfer::read_slack_sdk_dir(&dir)?;
+                        (dir, found)
+                    }
+                };
+                if found.is_empty() {
+                    anyhow::bail!(
+                        "{}: no installations found (expected one folder per team holding {}; the SDK nests them under a folder named after the client id when it was given one)",
+                        dir.display(),
+                        match from {
+                            ImportSource::BoltJsFile => "app-latest / user-*-latest",
+                            _ => "bot-latest / installer-*-latest",
+                        }
+                    );
+                }
+                let store = open_store_offline(&config)?;
+                let n = transfer::import_installations(&store, &config.slack.client_id, found)
+                    .await?;
+                eprintln!("imported {n} installation(s) from {}", dir.display());
+            }
+            InstallationsCommand::Import { file, .. } => {
                 let text = if file.as_os_str() == "-" {
                     use std::io::Read;
                     let mut s = String::new();
@@ -251,6 +364,19 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `http://host:port` of the admin listener, as a local client reaches it (an unspecified
+/// listen address is reached on loopback).
+fn admin_base_url(config: &Config) -> String {
+    let addr = config.server.admin_listen;
+    let host = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_owned(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => "[::1]".to_owned(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    format!("http://{host}:{}", addr.port())
+}
+
 /// Calls the running gateway's admin API.
 async fn admin_call(
     config: &Config,
@@ -258,17 +384,7 @@ async fn admin_call(
     id: &str,
 ) -> anyhow::Result<serde_json::Value> {
     let addr = config.server.admin_listen;
-    let host = if addr.ip().is_unspecified() {
-        "127.0.0.1".to_owned()
-    } else {
-        addr.ip().to_string()
-    };
-    let host = if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host
-    };
-    let mut url = format!("http://{host}:{}/admin/installations", addr.port());
+    let mut url = format!("{}/admin/installations", admin_base_url(config));
     if !id.is_empty() {
         let encoded: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
         url = format!("{url}/{encoded}");

@@ -28,6 +28,8 @@ pub struct RawConfig {
     pub storage: RawStorage,
     #[serde(default)]
     pub admin: RawAdmin,
+    #[serde(default)]
+    pub app: RawApp,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -149,4 +151,26 @@ pub struct RawStorage {
 pub struct RawAdmin {
     pub token: Option<Str>,
     pub token_file: Option<Str>,
+}
+
+/// `[app]`: how the Slack app itself is set up, for `slack-gateway manifest`. Nothing here
+/// changes what the gateway does with a request.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApp {
+    pub name: Option<Str>,
+    pub description: Option<Str>,
+    pub bot_events: Option<Vec<Str>>,
+    pub commands: Option<Vec<Spanned<RawCommand>>>,
+    pub token_rotation: Option<bool>,
+    pub org_deploy: Option<bool>,
+}
+
+/// One `[[app.commands]]` entry: a slash command.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCommand {
+    pub command: Option<Str>,
+    pub description: Option<Str>,
+    pub usage_hint: Option<Str>,
 }
