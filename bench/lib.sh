@@ -12,7 +12,8 @@ BENCH="${BENCH:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}"
 REPO="${REPO:-$(cd "$BENCH/.." && pwd)}"
 
 bench_setup() {
-    if [[ -x "$BENCH/venv-py/bin/gunicorn" && -x "$BENCH/harness/rust/target/release/upstream" ]] \
+    if "$BENCH/venv-py/bin/python" -c 'import slack_bolt, gunicorn, gevent, uvicorn, aiohttp, packaging' 2>/dev/null \
+        && [[ -x "$BENCH/harness/rust/target/release/upstream" ]] \
         && command -v wrk >/dev/null && command -v nginx >/dev/null; then
         MIRROR_ONLY=1 bash "$BENCH/setup.sh"
     else

@@ -48,10 +48,11 @@ if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null; then
 fi
 
 # --- Bolt for Python (the bolt_py* anchors); the harness runs under this venv's python too
-if [[ ! -x "$BENCH/venv-py/bin/gunicorn" || ! -x "$BENCH/venv-py/bin/uvicorn" ]]; then
-    "${PYTHON:-python3}" -m venv "$BENCH/venv-py"
+# (`packaging` is not declared by gunicorn but its gevent worker imports it.)
+if ! "$BENCH/venv-py/bin/python" -c 'import slack_bolt, gunicorn, gevent, uvicorn, aiohttp, packaging' 2>/dev/null; then
+    [[ -x "$BENCH/venv-py/bin/python" ]] || "${PYTHON:-python3}" -m venv "$BENCH/venv-py"
     "$BENCH/venv-py/bin/pip" install -q --upgrade pip
-    "$BENCH/venv-py/bin/pip" install -q slack-bolt slack-sdk gunicorn gevent 'uvicorn[standard]' aiohttp
+    "$BENCH/venv-py/bin/pip" install -q slack-bolt slack-sdk gunicorn gevent 'uvicorn[standard]' aiohttp packaging
 fi
 
 # --- Bolt for JS (the bolt_js anchor; run_anchors.sh would otherwise install it on first run)
