@@ -62,6 +62,52 @@ where
     invalid_ids_are_refused(&make()).await;
     update_record_touches_one_record(&make()).await;
     state_is_consumed_exactly_once(&make()).await;
+    reads_see_every_write(&make()).await;
+}
+
+/// Whatever a backend caches, a read after a write sees the write.
+async fn reads_see_every_write(s: &dyn InstallationStore) {
+    let tok = |i: Option<Installation>| i.and_then(|i| i.bot_token).map(|t| t.expose().to_owned());
+    s.save(APP, &workspace_install("T1", "U1", "xoxb-a"))
+        .await
+        .unwrap();
+    assert_eq!(
+        tok(s.find_bot(APP, &team("T1")).await.unwrap()).as_deref(),
+        Some("xoxb-a")
+    );
+    let mut b = workspace_install("T1", "U1", "xoxb-b");
+    s.update_record(APP, &team("T1"), &RecordKind::Bot, &b)
+        .await
+        .unwrap();
+    assert_eq!(
+        tok(s.find_bot(APP, &team("T1")).await.unwrap()).as_deref(),
+        Some("xoxb-b"),
+        "after update_record"
+    );
+    b.bot_token = Some(Token::new("xoxb-c"));
+    s.save(APP, &b).await.unwrap();
+    assert_eq!(
+        tok(s.find_bot(APP, &team("T1")).await.unwrap()).as_deref(),
+        Some("xoxb-c"),
+        "after save"
+    );
+    s.delete_bot(APP, &team("T1")).await.unwrap();
+    assert_eq!(
+        s.find_bot(APP, &team("T1")).await.unwrap(),
+        None,
+        "after delete_bot"
+    );
+    s.save(APP, &workspace_install("T1", "U1", "xoxb-d"))
+        .await
+        .unwrap();
+    assert!(s.find_user(APP, &team("T1"), "U1").await.unwrap().is_some());
+    s.delete_team(APP, &team("T1")).await.unwrap();
+    assert_eq!(
+        s.find_user(APP, &team("T1"), "U1").await.unwrap(),
+        None,
+        "after delete_team"
+    );
+    assert_eq!(s.find_bot(APP, &team("T1")).await.unwrap(), None);
 }
 
 async fn save_then_find_returns_every_field(s: &dyn InstallationStore) {

@@ -33,7 +33,23 @@ pub struct SledStore {
     bots: AtomicU64,
     /// Seals tokens at rest when `storage.encryption_key` is set.
     ring: Option<KeyRing>,
+    /// Decoded records recently read: the request path then skips sled and JSON decoding.
+    cache: std::sync::RwLock<ReadCache>,
 }
+
+/// Records read from the tree, decoded. A write bumps `generation` after it lands, and a
+/// read only fills the cache if no write happened since it looked at the tree, so the cache
+/// never holds a value older than the tree.
+#[derive(Default)]
+struct ReadCache {
+    generation: u64,
+    records: std::collections::HashMap<String, Installation>,
+}
+
+/// Decoded records kept in memory at most (about 1 KiB each).
+const READ_CACHE_MAX_RECORDS: usize = 20_000;
+/// sled's own page cache. Its default (1 GiB) would hold a large store entirely in memory.
+const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 impl SledStore {
     /// Opens (or creates, mode 0700) the store folder; tokens are stored as given.
@@ -51,6 +67,7 @@ impl SledStore {
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
+            .cache_capacity(SLED_CACHE_BYTES)
             .open()
             .map_err(|e| open_err(Box::new(e)))?;
         let tree = db.open_tree(TREE).map_err(|e| open_err(Box::new(e)))?;
@@ -70,7 +87,22 @@ impl SledStore {
             writes: tokio::sync::Mutex::new(()),
             bots: AtomicU64::new(bots),
             ring,
+            cache: Default::default(),
         })
+    }
+
+    /// Forgets cached copies of `keys` (all when `None`); call after the write landed.
+    fn invalidate(&self, keys: Option<&[&[u8]]>) {
+        let mut c = self.cache.write().expect("cache lock");
+        c.generation += 1;
+        match keys {
+            None => c.records.clear(),
+            Some(keys) => {
+                for k in keys {
+                    c.records.remove(String::from_utf8_lossy(k).as_ref());
+                }
+            }
+        }
     }
 
     /// A record as stored: tokens sealed for `key` when sealing is on.
@@ -115,15 +147,28 @@ impl SledStore {
                 }
             }
         }
+        self.invalidate(None);
         self.db.flush_async().await.map_err(io)?;
         Ok(n)
     }
 
     fn get(&self, key: &str) -> Result<Option<Installation>, StoreError> {
-        match self.tree.get(key.as_bytes()).map_err(io)? {
-            None => Ok(None),
-            Some(bytes) => self.decode(key, &bytes).map(|(i, _)| Some(i)),
+        let generation = {
+            let c = self.cache.read().expect("cache lock");
+            if let Some(hit) = c.records.get(key) {
+                return Ok(Some(hit.clone()));
+            }
+            c.generation
+        };
+        let Some(bytes) = self.tree.get(key.as_bytes()).map_err(io)? else {
+            return Ok(None);
+        };
+        let (inst, _) = self.decode(key, &bytes)?;
+        let mut c = self.cache.write().expect("cache lock");
+        if c.generation == generation && c.records.len() < READ_CACHE_MAX_RECORDS {
+            c.records.insert(key.to_owned(), inst.clone());
         }
+        Ok(Some(inst))
     }
 
     async fn remove_keys(&self, keys: Vec<sled::IVec>) -> Result<usize, StoreError> {
@@ -139,6 +184,8 @@ impl SledStore {
             batch.remove(k.clone());
         }
         self.tree.apply_batch(batch).map_err(io)?;
+        let written: Vec<&[u8]> = keys.iter().map(|k| k.as_ref()).collect();
+        self.invalidate(Some(&written));
         self.bots.fetch_sub(bots, Ordering::Relaxed);
         self.db.flush_async().await.map_err(io)?;
         Ok(keys.len())
@@ -206,6 +253,7 @@ impl InstallationStore for SledStore {
     async fn save(&self, app: &str, inst: &Installation) -> Result<(), StoreError> {
         let prefix = team_prefix(app, &inst.team_ref())?;
         let mut batch = sled::Batch::default();
+        let mut written_keys: Vec<String> = Vec::new();
         let latest_key = format!("{prefix}latest");
         batch.insert(latest_key.as_bytes(), self.encode(&latest_key, inst));
         let bot_key = format!("{prefix}bot");
@@ -216,10 +264,17 @@ impl InstallationStore for SledStore {
             let user_key = format!("{prefix}user/{}", check_id(&inst.user_id)?);
             batch.insert(user_key.as_bytes(), self.encode(&user_key, inst));
         }
+        written_keys.push(latest_key);
+        written_keys.push(bot_key.clone());
+        if !inst.user_id.is_empty() {
+            written_keys.push(format!("{prefix}user/{}", inst.user_id));
+        }
+        let written: Vec<&[u8]> = written_keys.iter().map(|k| k.as_bytes()).collect();
         let _w = self.writes.lock().await;
         let new_bot =
             inst.bot_token.is_some() && !self.tree.contains_key(bot_key.as_bytes()).map_err(io)?;
         self.tree.apply_batch(batch).map_err(io)?;
+        self.invalidate(Some(&written));
         if new_bot {
             self.bots.fetch_add(1, Ordering::Relaxed);
         }
@@ -312,6 +367,7 @@ impl InstallationStore for SledStore {
             .tree
             .insert(key.as_bytes(), self.encode(&key, inst))
             .map_err(io)?;
+        self.invalidate(Some(&[key.as_bytes()]));
         if old.is_none() && *kind == RecordKind::Bot {
             self.bots.fetch_add(1, Ordering::Relaxed);
         }
