@@ -6,7 +6,10 @@
 //!   single-use and expire after 10 minutes; `redirect_uri` must match the one the code was
 //!   issued for; with rotation on, tokens expire and refresh tokens are single-use;
 //! - `POST /api/auth.test`: answers for tokens it issued, `invalid_auth` / `token_expired`
-//!   otherwise.
+//!   otherwise;
+//! - `POST /api/chat.postMessage` (form or JSON body, as `slack_sdk` sends it): accepted for a
+//!   bearer token it issued or one a test registered ([`FakeSlack::register_token`]); every
+//!   attempt is recorded ([`FakeSlack::posted_messages`]).
 //!
 //! Every answer is HTTP 200 with `{"ok": false, "error": ...}` on failure, as Slack does.
 //! Time is the fake's own: [`FakeSlack::advance`] moves it forward without sleeping. Faults
@@ -108,6 +111,16 @@ struct RefreshEntry {
     used: bool,
 }
 
+/// A `chat.postMessage` call: the token it came with, where and what, and whether the fake
+/// accepted it.
+#[derive(Clone, Debug)]
+pub struct PostedMessage {
+    pub token: Option<String>,
+    pub channel: String,
+    pub text: String,
+    pub ok: bool,
+}
+
 /// A recorded API call (form fields and whether Basic auth was used).
 #[derive(Clone, Debug)]
 pub struct Call {
@@ -134,6 +147,8 @@ struct State {
     next_grant: Grant,
     /// Sign in with Slack.
     oidc: OidcState,
+    /// Every `chat.postMessage` attempt.
+    posted: Vec<PostedMessage>,
 }
 
 /// A running fake Slack on 127.0.0.1.
@@ -168,6 +183,7 @@ impl FakeSlack {
             counter: 0,
             next_grant: Grant::workspace("T0FAKE1", "U0INSTALLER"),
             oidc: OidcState::new(format!("http://{addr}")),
+            posted: Vec::new(),
         }));
         let st = state.clone();
         let server = tokio::spawn(async move {
@@ -315,6 +331,26 @@ impl FakeSlack {
     }
 }
 
+impl FakeSlack {
+    /// Makes `token` a valid bot token of workspace `team`, as if this fake had issued it (for
+    /// installations a test seeds into the store directly). Its bot user is `U{team}BOT`.
+    pub fn register_token(&self, token: &str, team: &str) {
+        self.state.lock().unwrap().tokens.insert(
+            token.into(),
+            TokenEntry {
+                grant: Grant::workspace(team, "U0INSTALLER"),
+                is_bot: true,
+                expires_at: None,
+            },
+        );
+    }
+
+    /// Every `chat.postMessage` received, in order, accepted or not.
+    pub fn posted_messages(&self) -> Vec<PostedMessage> {
+        self.state.lock().unwrap().posted.clone()
+    }
+}
+
 pub fn rand_suffix() -> String {
     use rand::RngCore;
     let mut b = [0u8; 8];
@@ -384,7 +420,17 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+    let mut form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+    // slack_sdk sends some methods (chat.postMessage among them) as a JSON object.
+    if let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(&body) {
+        form = map
+            .into_iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => (k, s),
+                other => (k, other.to_string()),
+            })
+            .collect();
+    }
     st.lock().unwrap().calls.push(Call {
         method: method.clone(),
         form: form.clone(),
@@ -421,6 +467,10 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<
         "auth.test" => {
             let token = bearer.or_else(|| form.get("token").cloned());
             auth_test(&st, token)
+        }
+        "chat.postMessage" => {
+            let token = bearer.or_else(|| form.get("token").cloned());
+            chat_post_message(&st, token, &form)
         }
         _ => slack_error("unknown_method"),
     }
@@ -759,4 +809,51 @@ fn auth_test(st: &Arc<Mutex<State>>, token: Option<String>) -> Response<Full<Byt
         "enterprise_id": g.enterprise_id,
         "is_enterprise_install": g.is_enterprise_install,
     }))
+}
+
+fn chat_post_message(
+    st: &Arc<Mutex<State>>,
+    token: Option<String>,
+    form: &HashMap<String, String>,
+) -> Response<Full<Bytes>> {
+    let mut s = st.lock().unwrap();
+    let now = real_now() + s.now_offset;
+    let channel = form.get("channel").cloned().unwrap_or_default();
+    let text = form.get("text").cloned().unwrap_or_default();
+    let result = match token.as_ref().map(|t| (t, s.tokens.get(t))) {
+        None => Err("not_authed"),
+        Some((_, None)) => Err("invalid_auth"),
+        Some((_, Some(e))) if e.expires_at.is_some_and(|x| x <= now) => Err("token_expired"),
+        Some(_) if channel.is_empty() => Err("channel_not_found"),
+        Some(_) if text.is_empty() && !form.contains_key("blocks") => Err("no_text"),
+        Some((_, Some(e))) => {
+            let team = e.grant.team_id.clone().or(e.grant.enterprise_id.clone());
+            Ok(team.unwrap_or_default())
+        }
+    };
+    s.posted.push(PostedMessage {
+        token,
+        channel: channel.clone(),
+        text: text.clone(),
+        ok: result.is_ok(),
+    });
+    match result {
+        Ok(team) => {
+            s.counter += 1;
+            let ts = format!("{now}.{:06}", s.counter);
+            respond_json(json!({
+                "ok": true,
+                "channel": channel,
+                "ts": ts,
+                "message": {
+                    "type": "message",
+                    "text": text,
+                    "user": format!("U{team}BOT"),
+                    "bot_id": format!("B{team}"),
+                    "ts": ts,
+                },
+            }))
+        }
+        Err(e) => slack_error(e),
+    }
 }
