@@ -85,18 +85,12 @@ async fn an_invalid_edit_keeps_the_old_config_and_a_later_fix_is_picked_up() {
         good.replace("[oauth]", "[oauth]\nscopez = [\"typo\"]"),
     )
     .unwrap();
-    let deadline = std::time::Instant::now() + SEEN_WITHIN;
-    while h
-        .metric("slack_gateway_config_reloads_total{result=\"failure\"}")
-        .await
-        < 1.0
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the failed reload was not counted"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    h.wait_for_metric(
+        "slack_gateway_config_reloads_total{result=\"failure\"}",
+        1.0,
+        "the failed reload was not counted",
+    )
+    .await;
     assert_eq!(
         h.authorize_query().await["scope"],
         "chat:write,commands",
@@ -151,18 +145,12 @@ async fn a_referenced_template_is_watched_too() {
         .await
         .unwrap()
         .ends_with(">v2</a>"));
-    let deadline = std::time::Instant::now() + SEEN_WITHIN;
-    while h
-        .metric("slack_gateway_config_reloads_total{result=\"success\"}")
-        .await
-        < 2.0
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "template change not seen by the watcher"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    h.wait_for_metric(
+        "slack_gateway_config_reloads_total{result=\"success\"}",
+        2.0,
+        "template change not seen by the watcher",
+    )
+    .await;
 }
 
 #[tokio::test]

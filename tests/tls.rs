@@ -162,18 +162,12 @@ async fn a_mismatched_or_half_written_pair_keeps_the_old_one_serving() {
     let h = start(dir.path(), &a).await;
     // A certificate whose key is not the one in key.pem.
     std::fs::write(dir.path().join("cert.pem"), &b.cert_pem).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while h
-        .metric("slack_gateway_config_reloads_total{result=\"failure\"}")
-        .await
-        < 1.0
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the refused pair was not counted"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    h.wait_for_metric(
+        "slack_gateway_config_reloads_total{result=\"failure\"}",
+        1.0,
+        "the refused pair was not counted",
+    )
+    .await;
     assert_eq!(
         presented(&connect(&h, &[&a, &b]).await),
         a.der,
@@ -185,18 +179,12 @@ async fn a_mismatched_or_half_written_pair_keeps_the_old_one_serving() {
         &b.cert_pem[..b.cert_pem.len() / 2],
     )
     .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while h
-        .metric("slack_gateway_config_reloads_total{result=\"failure\"}")
-        .await
-        < 2.0
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the half-written file was not refused"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    h.wait_for_metric(
+        "slack_gateway_config_reloads_total{result=\"failure\"}",
+        2.0,
+        "the half-written file was not refused",
+    )
+    .await;
     assert_eq!(presented(&connect(&h, &[&a, &b]).await), a.der);
     // Completing the renewal is picked up.
     std::fs::write(dir.path().join("key.pem"), &b.key_pem).unwrap();

@@ -48,6 +48,19 @@ pub fn fold(name: &str) -> String {
         .collect()
 }
 
+/// True when `name` folds to `folded` (which is already lowercase with `-`), without
+/// allocating: this runs for every header of every request.
+pub fn folds_to(name: &str, folded: &str) -> bool {
+    name.len() == folded.len()
+        && name.bytes().zip(folded.bytes()).all(|(b, f)| {
+            f == if b == b'_' {
+                b'-'
+            } else {
+                b.to_ascii_lowercase()
+            }
+        })
+}
+
 /// The folded names that must never arrive from outside.
 #[derive(Debug, Clone)]
 pub struct StripSet {
@@ -64,17 +77,7 @@ impl StripSet {
 
     /// True when `name` folds to one of the injected names.
     pub fn matches(&self, name: &HeaderName) -> bool {
-        let n = name.as_str().as_bytes();
-        self.folded.iter().any(|f| {
-            f.len() == n.len()
-                && f.bytes().zip(n.iter()).all(|(a, &b)| {
-                    a == if b == b'_' {
-                        b'-'
-                    } else {
-                        b.to_ascii_lowercase()
-                    }
-                })
-        })
+        self.folded.iter().any(|f| folds_to(name.as_str(), f))
     }
 }
 
@@ -121,7 +124,7 @@ pub fn rewrite_request(
     let folded: Vec<HeaderName> = headers
         .keys()
         .filter(|k| {
-            !FORWARDED.contains(&k.as_str()) && FORWARDED.contains(&fold(k.as_str()).as_str())
+            !FORWARDED.contains(&k.as_str()) && FORWARDED.iter().any(|f| folds_to(k.as_str(), f))
         })
         .cloned()
         .collect();

@@ -236,6 +236,15 @@ impl Harness {
         }
     }
 
+    /// Polls /metrics until `series` reaches `at_least` (at most five seconds).
+    pub async fn wait_for_metric(&self, series: &str, at_least: f64, what: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while self.metric(series).await < at_least {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// A counter from the admin listener's /metrics (0 when absent).
     pub async fn metric(&self, series: &str) -> f64 {
         let text = reqwest::get(format!("http://{}/metrics", self.admin))
