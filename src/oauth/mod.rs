@@ -206,18 +206,11 @@ async fn complete_install(
     req: &Request<Incoming>,
 ) -> Result<Installation, InstallError> {
     let cfg = &live.config;
-    let uri = req.uri();
-    let state = query_param(uri, "state").filter(|s| !s.is_empty());
-    // The state is consumed first, whatever happens next: it can never be used twice.
-    let consumed = match &state {
-        Some(s) => gw.store.consume_state(s).await?,
-        None => None,
-    };
-    if let Some(error) = query_param(uri, "error") {
-        return Err(InstallError::SlackDenied(error));
-    }
-    let Some(code) = query_param(uri, "code").filter(|c| !c.is_empty()) else {
-        return Err(InstallError::MissingCode);
+    let (state, consumed, arrival) = read_callback(gw, req.uri(), "").await?;
+    let code = match arrival {
+        Arrival::Denied(error) => return Err(InstallError::SlackDenied(error)),
+        Arrival::MissingCode => return Err(InstallError::MissingCode),
+        Arrival::Code(code) => code,
     };
     let stateless = state.is_none();
     match (&state, consumed) {
@@ -265,6 +258,42 @@ async fn complete_install(
     let inst = installation_from(access, auth, unix_now());
     gw.store.save(&cfg.slack.client_id, &inst).await?;
     Ok(inst)
+}
+
+/// What Slack's redirect back brought.
+pub(crate) enum Arrival {
+    /// Slack's `error` parameter (`access_denied`, ...).
+    Denied(String),
+    MissingCode,
+    Code(String),
+}
+
+/// Reads a callback (install or sign-in): its `state`, consumed from the store first,
+/// whatever happens next, so it can never be used twice (`state_prefix` keeps the flows'
+/// states apart); the expiry it had; and the code or Slack's error.
+pub(crate) async fn read_callback(
+    gw: &Gateway,
+    uri: &http::Uri,
+    state_prefix: &str,
+) -> Result<(Option<String>, Option<u64>, Arrival), crate::store::StoreError> {
+    let state = query_param(uri, "state").filter(|s| !s.is_empty());
+    let consumed = match &state {
+        Some(s) => {
+            gw.store
+                .consume_state(&format!("{state_prefix}{s}"))
+                .await?
+        }
+        None => None,
+    };
+    let arrival = match (
+        query_param(uri, "error"),
+        query_param(uri, "code").filter(|c| !c.is_empty()),
+    ) {
+        (Some(error), _) => Arrival::Denied(error),
+        (None, None) => Arrival::MissingCode,
+        (None, Some(code)) => Arrival::Code(code),
+    };
+    Ok((state, consumed, arrival))
 }
 
 /// The installation record for what Slack returned, every field kept.

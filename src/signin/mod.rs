@@ -27,6 +27,7 @@ use crate::http::{
     clear_cookie, cookie_value, escape_html, html, query_param, random_token, redirect, set_cookie,
     unix_now, Body,
 };
+use crate::oauth::{read_callback, Arrival};
 use crate::slack::api::ApiError;
 use oidc::OidcError;
 
@@ -267,21 +268,11 @@ async fn complete_login(
     req: &Request<Incoming>,
 ) -> Result<(Session, String), SigninError> {
     let cfg = &live.config;
-    let uri = req.uri();
-    let state = query_param(uri, "state").filter(|s| !s.is_empty());
-    let consumed = match &state {
-        Some(s) => {
-            gw.store
-                .consume_state(&format!("{STATE_PREFIX}{s}"))
-                .await?
-        }
-        None => None,
-    };
-    if let Some(error) = query_param(uri, "error") {
-        return Err(SigninError::SlackDenied(error));
-    }
-    let Some(code) = query_param(uri, "code").filter(|c| !c.is_empty()) else {
-        return Err(SigninError::MissingCode);
+    let (state, consumed, arrival) = read_callback(gw, req.uri(), STATE_PREFIX).await?;
+    let code = match arrival {
+        Arrival::Denied(error) => return Err(SigninError::SlackDenied(error)),
+        Arrival::MissingCode => return Err(SigninError::MissingCode),
+        Arrival::Code(code) => code,
     };
     let (Some(state), Some(expires_at)) = (state, consumed) else {
         return Err(SigninError::InvalidState);
