@@ -242,3 +242,35 @@ async fn sighup_reloads_and_a_restart_only_change_warns() {
     assert_eq!(signed_event(public).send().await.unwrap().status(), 200);
     assert!(!stderr.contains(SIGNING_SECRET) && !stderr.contains("cli-client-secret"));
 }
+
+#[test]
+fn a_secret_file_others_can_read_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _, _) = write_config(dir.path(), "127.0.0.1:9".parse().unwrap(), "\"commands\"");
+    let secret = dir.path().join("signing");
+    std::fs::write(&secret, "from-a-file\n").unwrap();
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        &format!("signing_secret = \"{SIGNING_SECRET}\""),
+        &format!("signing_secret_file = \"{}\"", secret.display()),
+    );
+    std::fs::write(&path, text).unwrap();
+    let check = |mode: u32| {
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(mode)).unwrap();
+        let out = Command::new(BIN)
+            .arg("check")
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            !stderr.contains("from-a-file"),
+            "the secret itself is never printed"
+        );
+        stderr.contains("readable by group or others")
+    };
+    assert!(check(0o644), "a 0644 secret file is warned about");
+    assert!(!check(0o600), "a 0600 secret file is not");
+}

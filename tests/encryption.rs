@@ -216,3 +216,13 @@ async fn turning_sealing_on_reads_plaintext_and_reseal_seals_it() {
         );
     }
 }
+
+#[test]
+fn the_store_folder_is_created_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested").join("data");
+    let _store = SledStore::open(&path).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "store folder mode {mode:o}");
+}
