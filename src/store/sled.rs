@@ -252,24 +252,19 @@ pub(crate) fn create_private_dir(path: &Path) -> std::io::Result<()> {
 impl InstallationStore for SledStore {
     async fn save(&self, app: &str, inst: &Installation) -> Result<(), StoreError> {
         let prefix = team_prefix(app, &inst.team_ref())?;
-        let mut batch = sled::Batch::default();
-        let mut written_keys: Vec<String> = Vec::new();
-        let latest_key = format!("{prefix}latest");
-        batch.insert(latest_key.as_bytes(), self.encode(&latest_key, inst));
         let bot_key = format!("{prefix}bot");
+        let mut keys = vec![format!("{prefix}latest")];
         if inst.bot_token.is_some() {
-            batch.insert(bot_key.as_bytes(), self.encode(&bot_key, inst));
+            keys.push(bot_key.clone());
         }
         if !inst.user_id.is_empty() {
-            let user_key = format!("{prefix}user/{}", check_id(&inst.user_id)?);
-            batch.insert(user_key.as_bytes(), self.encode(&user_key, inst));
+            keys.push(format!("{prefix}user/{}", check_id(&inst.user_id)?));
         }
-        written_keys.push(latest_key);
-        written_keys.push(bot_key.clone());
-        if !inst.user_id.is_empty() {
-            written_keys.push(format!("{prefix}user/{}", inst.user_id));
+        let mut batch = sled::Batch::default();
+        for k in &keys {
+            batch.insert(k.as_bytes(), self.encode(k, inst));
         }
-        let written: Vec<&[u8]> = written_keys.iter().map(|k| k.as_bytes()).collect();
+        let written: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
         let _w = self.writes.lock().await;
         let new_bot =
             inst.bot_token.is_some() && !self.tree.contains_key(bot_key.as_bytes()).map_err(io)?;
