@@ -312,6 +312,16 @@ fn read_json(path: &Path) -> Result<(Value, f64), ImportError> {
     Ok((v, mtime))
 }
 
+/// The `{prefix}{user_id}-latest` files among `names`: each installing user's latest
+/// installation, in the layouts of both SDKs' file stores.
+fn per_user_latest<'a>(names: &'a [String], prefix: &'a str) -> impl Iterator<Item = &'a String> {
+    names.iter().filter(move |name| {
+        name.strip_prefix(prefix)
+            .and_then(|r| r.strip_suffix("-latest"))
+            .is_some_and(|u| !u.is_empty())
+    })
+}
+
 /// Reads the folder that `slack_sdk`'s `FileInstallationStore` (Bolt for Python) writes.
 ///
 /// Layout: one folder per team, `{enterprise_id or none}-{team_id or none}` (an org-wide
@@ -339,15 +349,9 @@ pub fn read_slack_sdk_dir(dir: &Path) -> Result<Vec<(PathBuf, Installation)>, Im
             true => Some(parse("bot-latest")?),
             false => None,
         };
-        let mut found = Vec::new();
-        for name in &names {
-            let user = name
-                .strip_prefix("installer-")
-                .and_then(|r| r.strip_suffix("-latest"));
-            if user.is_some_and(|u| !u.is_empty()) {
-                found.push(parse(name)?);
-            }
-        }
+        let mut found = per_user_latest(&names, "installer-")
+            .map(|name| parse(name))
+            .collect::<Result<Vec<_>, _>>()?;
         if found.is_empty() {
             if names.iter().any(|n| n == "installer-latest") {
                 let mut inst = parse("installer-latest")?;
@@ -536,15 +540,9 @@ pub fn read_bolt_js_dir(
             true => Some(parse("app-latest")?),
             false => None,
         };
-        let mut found = Vec::new();
-        for name in &names {
-            let user = name
-                .strip_prefix("user-")
-                .and_then(|r| r.strip_suffix("-latest"));
-            if user.is_some_and(|u| !u.is_empty()) {
-                found.push(parse(name)?);
-            }
-        }
+        let mut found = per_user_latest(&names, "user-")
+            .map(|name| parse(name))
+            .collect::<Result<Vec<_>, _>>()?;
         if found.is_empty() {
             if let Some(l) = &latest {
                 let mut inst = l.clone();
