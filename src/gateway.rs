@@ -1,16 +1,11 @@
-//! The state every request sees: the live config (swapped whole on reload), the store, the
-//! metrics and the pooled upstream client.
+//! The state every request sees: the live config (swapped whole on reload), the store and the
+//! metrics.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::sign::CertifiedKey;
 
 use crate::config::Config;
@@ -18,27 +13,20 @@ use crate::metrics::Metrics;
 use crate::oauth::rotation::Rotator;
 use crate::proxy::headers::StripSet;
 use crate::proxy::replay::ReplayGuard;
+use crate::proxy::upstream::UpstreamTarget;
 use crate::seal::Sealer;
 use crate::signin::oidc::JwksCache;
 use crate::slack::api::SlackApi;
 use crate::store::InstallationStore;
 use crate::tls::Tls;
 
-/// How long an idle pooled upstream connection is kept.
-pub const UPSTREAM_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Idle upstream connections kept per host.
-pub const UPSTREAM_POOL_MAX_IDLE_PER_HOST: usize = 1024;
-
-/// The pooled HTTP/1 client that talks to the upstream app.
-pub type UpstreamClient = Client<HttpConnector, Full<Bytes>>;
-
 /// One validated config and what is derived from it once, not per request.
 pub struct Live {
     pub config: Config,
     /// Folded names of every injected header, stripped from inbound requests.
     pub strip: StripSet,
-    /// `upstream.url` without a trailing slash; the request path is appended.
-    pub upstream_base: String,
+    /// Where `upstream.url` points: address, `Host` header and path prefix.
+    pub upstream: UpstreamTarget,
     /// Seals the sign-in cookies, when `signin.cookie_secret` is set.
     pub signin_sealer: Option<Sealer>,
 }
@@ -65,12 +53,9 @@ impl Live {
         .collect();
         names.extend(defaults.iter());
         let strip = StripSet::new(names);
-        let upstream_base = config
-            .upstream
-            .url
-            .as_str()
-            .trim_end_matches('/')
-            .to_owned();
+        // Validation only lets http:// URLs with a host through.
+        let upstream =
+            UpstreamTarget::new(&config.upstream.url).expect("validated upstream.url has a host");
         let signin_sealer = config
             .signin
             .cookie_secret
@@ -79,7 +64,7 @@ impl Live {
         Live {
             config,
             strip,
-            upstream_base,
+            upstream,
             signin_sealer,
         }
     }
@@ -90,7 +75,6 @@ pub struct Gateway {
     live: ArcSwap<Live>,
     pub store: Arc<dyn InstallationStore>,
     pub metrics: Metrics,
-    pub upstream: UpstreamClient,
     /// Slack's Web API (install, refresh, OIDC).
     pub api: SlackApi,
     /// One token refresh per installation at a time.
@@ -115,15 +99,6 @@ impl Gateway {
         config_path: PathBuf,
         store: Arc<dyn InstallationStore>,
     ) -> Arc<Self> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.upstream.timeout));
-        let upstream = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(UPSTREAM_POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(UPSTREAM_POOL_MAX_IDLE_PER_HOST)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
         let fingerprint = crate::reload::fingerprint(&config_path, &config.referenced_files);
         let metrics = Metrics::new();
         metrics.reload("success");
@@ -131,7 +106,6 @@ impl Gateway {
             live: ArcSwap::from_pointee(Live::new(config)),
             store,
             metrics,
-            upstream,
             api: SlackApi::new(),
             rotator: Rotator::default(),
             replay: ReplayGuard::default(),

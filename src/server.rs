@@ -20,6 +20,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::gateway::Gateway;
 use crate::http::Body;
+use crate::proxy::upstream::UpstreamConn;
 
 /// A client must finish the TLS handshake within this time.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -120,6 +121,16 @@ fn connection_builder(gw: &Gateway) -> http1::Builder {
     builder
 }
 
+/// What the requests of one client connection share.
+pub struct Conn {
+    /// The client's address, as the socket reports it.
+    pub peer: SocketAddr,
+    /// `http` or `https`, as reported to the upstream in `X-Forwarded-Proto`.
+    pub scheme: &'static str,
+    /// This connection's own connection to the upstream, opened on first use.
+    pub upstream: UpstreamConn,
+}
+
 /// Serves one connection's requests until it closes or the listener drains.
 async fn serve_connection<I>(
     gw: Arc<Gateway>,
@@ -132,9 +143,20 @@ async fn serve_connection<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let shared = Arc::new((
+        gw,
+        Conn {
+            peer,
+            scheme,
+            upstream: UpstreamConn::new(),
+        },
+    ));
     let svc = service_fn(move |req| {
-        let gw = gw.clone();
-        async move { Ok::<_, Infallible>(route(&gw, req, peer, which, scheme).await) }
+        let shared = shared.clone();
+        async move {
+            let (gw, conn) = &*shared;
+            Ok::<_, Infallible>(route(gw, req, conn, which).await)
+        }
     });
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     if let Err(e) = watcher.watch(conn).await {
@@ -145,22 +167,18 @@ async fn serve_connection<I>(
 async fn route(
     gw: &Arc<Gateway>,
     req: Request<Incoming>,
-    peer: SocketAddr,
+    conn: &Conn,
     which: Listener,
-    scheme: &'static str,
 ) -> Response<Body> {
     match which {
-        Listener::Public => route_public(gw, req, peer, scheme).await,
-        Listener::Admin => crate::admin::handle(gw, req).await,
+        Listener::Public => route_public(gw, req, conn).await,
+        // Boxed, like every route but the Slack one: the connection's future is as large as
+        // its largest route, and only the Slack route is hot.
+        Listener::Admin => Box::pin(crate::admin::handle(gw, req)).await,
     }
 }
 
-async fn route_public(
-    gw: &Arc<Gateway>,
-    req: Request<Incoming>,
-    peer: SocketAddr,
-    scheme: &'static str,
-) -> Response<Body> {
+async fn route_public(gw: &Arc<Gateway>, req: Request<Incoming>, conn: &Conn) -> Response<Body> {
     use crate::metrics::Route;
     let started = Instant::now();
     let live = gw.live();
@@ -169,25 +187,34 @@ async fn route_public(
     let (route, resp) = if cfg.upstream.slack_paths.iter().any(|p| p == path) {
         (
             Route::Slack,
-            crate::proxy::handle(gw, &live, req, peer, scheme).await,
+            crate::proxy::handle(gw, &live, req, conn).await,
         )
     } else if cfg.signin.enabled && path == cfg.signin.login_path {
-        (Route::Signin, crate::signin::login(gw, &live, req).await)
+        (
+            Route::Signin,
+            Box::pin(crate::signin::login(gw, &live, req)).await,
+        )
     } else if cfg.signin.enabled && path == cfg.signin.callback_path {
-        (Route::Signin, crate::signin::callback(gw, &live, req).await)
+        (
+            Route::Signin,
+            Box::pin(crate::signin::callback(gw, &live, req)).await,
+        )
     } else if cfg.signin.enabled && path == cfg.signin.logout_path {
         (Route::Signin, crate::signin::logout(&live, &req))
     } else if path == cfg.oauth.install_path {
-        (Route::Install, crate::oauth::install(gw, &live, req).await)
+        (
+            Route::Install,
+            Box::pin(crate::oauth::install(gw, &live, req)).await,
+        )
     } else if path == cfg.oauth.redirect_path {
         (
             Route::OAuthRedirect,
-            crate::oauth::callback(gw, &live, req).await,
+            Box::pin(crate::oauth::callback(gw, &live, req)).await,
         )
     } else if cfg.signin.enabled && crate::signin::is_protected(&live, path) {
         (
             Route::Protected,
-            crate::signin::protected(gw, &live, req, peer, scheme).await,
+            Box::pin(crate::signin::protected(gw, &live, req, conn)).await,
         )
     } else {
         (

@@ -86,12 +86,31 @@ pub async fn ensure_fresh(
     kind: RecordKind,
     inst: Installation,
 ) -> Result<Installation, RotationError> {
-    let live = gw.live();
-    let cfg = &live.config;
-    let before = cfg.oauth.token_rotation_refresh_before.as_secs();
+    let before = gw
+        .live()
+        .config
+        .oauth
+        .token_rotation_refresh_before
+        .as_secs();
     if !needs_refresh(&inst, &kind, before, unix_now()) {
         return Ok(inst);
     }
+    // Boxed: the refresh path (a Slack API call) is rare and its future is large; keeping it
+    // out of line keeps every request's future small.
+    Box::pin(refresh(gw, app, team, kind, inst, before)).await
+}
+
+/// The slow path of [`ensure_fresh`]: one refresh per record at a time.
+async fn refresh(
+    gw: &Gateway,
+    app: &str,
+    team: &TeamRef,
+    kind: RecordKind,
+    inst: Installation,
+    before: u64,
+) -> Result<Installation, RotationError> {
+    let live = gw.live();
+    let cfg = &live.config;
     let key = (app.to_owned(), team.clone(), kind.clone());
     let lock = gw.rotator.lock_for(&key);
     let result = async {

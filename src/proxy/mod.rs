@@ -16,8 +16,8 @@
 
 pub mod headers;
 pub mod replay;
+pub mod upstream;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -28,6 +28,7 @@ use hyper::body::Incoming;
 use crate::gateway::{Gateway, Live};
 use crate::http::{empty, json, text, unix_now, Body};
 use crate::oauth::rotation;
+use crate::server::Conn;
 use crate::slack::payload::{self, Action, Identity, Parsed, PayloadError};
 use crate::slack::signature::{self, SignatureError};
 use crate::store::{self, Installation, RecordKind, StoreError, TeamRef};
@@ -111,10 +112,10 @@ pub async fn handle(
     gw: &Arc<Gateway>,
     live: &Arc<Live>,
     req: Request<Incoming>,
-    peer: SocketAddr,
-    scheme: &'static str,
+    conn: &Conn,
 ) -> Response<Body> {
-    match run(gw, live, req, peer, scheme).await {
+    let peer = conn.peer;
+    match run(gw, live, req, conn).await {
         Ok(r) => r,
         Err(e) => {
             match &e {
@@ -138,8 +139,7 @@ async fn run(
     gw: &Arc<Gateway>,
     live: &Arc<Live>,
     req: Request<Incoming>,
-    peer: SocketAddr,
-    scheme: &'static str,
+    conn: &Conn,
 ) -> Result<Response<Body>, ProxyError> {
     if req.method() != Method::POST {
         return Err(ProxyError::MethodNotAllowed);
@@ -174,18 +174,24 @@ async fn run(
     }
 
     let resolved = resolve_installation(gw, live, parsed.identity.clone()).await?;
-    apply_lifecycle(gw, live, &parsed, &resolved).await?;
+    if matches!(
+        parsed.action,
+        Action::Uninstalled | Action::TokensRevoked { .. }
+    ) {
+        // Boxed: rare, and its future would otherwise enlarge every request's.
+        Box::pin(apply_lifecycle(gw, live, &parsed, &resolved)).await?;
+    }
 
     headers::rewrite_request(
         &mut parts.headers,
         &live.strip,
-        peer,
-        scheme,
+        conn.peer,
+        conn.scheme,
         &live.config.server.trusted_proxies,
     );
     inject(live, &mut parts.headers, &resolved);
     tracing::debug!(kind = %parsed.kind, team = ?resolved.identity.team_id, found = resolved.bot.is_some(), "forwarding");
-    forward(gw, live, parts, body).await
+    forward(gw, live, conn, parts, body).await
 }
 
 /// Stage 1: the body, bounded by `server.max_body_bytes`.
@@ -391,32 +397,36 @@ fn put(headers: &mut http::HeaderMap, name: &http::HeaderName, value: &str, sens
 async fn forward(
     gw: &Gateway,
     live: &Live,
+    conn: &Conn,
     mut parts: http::request::Parts,
     body: Bytes,
 ) -> Result<Response<Body>, ProxyError> {
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    let uri: Uri = format!("{}{}", live.upstream_base, path_and_query)
-        .parse()
-        .map_err(|e: http::uri::InvalidUri| ProxyError::UpstreamUnavailable(e.to_string()))?;
-    parts.uri = uri;
+    let target = &live.upstream;
+    if !target.path_prefix.is_empty() {
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        parts.uri = format!("{}{}", target.path_prefix, path_and_query)
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| ProxyError::UpstreamUnavailable(e.to_string()))?;
+    } else if parts.uri.scheme().is_some() {
+        // An absolute-form request target: only its path and query go upstream.
+        let pq = parts.uri.path_and_query().cloned();
+        parts.uri = pq.map_or_else(|| Uri::from_static("/"), Uri::from);
+    }
+    parts.headers.insert(header::HOST, target.host.clone());
     parts.version = http::Version::HTTP_11;
     let req = Request::from_parts(parts, Full::new(body));
     let timeout = live.config.upstream.timeout;
-    let resp = match tokio::time::timeout(timeout, gw.upstream.request(req)).await {
+    let resp = match tokio::time::timeout(timeout, conn.upstream.send(target, req)).await {
         Err(_) => {
             gw.metrics.upstream_error("timeout");
             return Err(ProxyError::UpstreamTimeout(timeout));
         }
         Ok(Err(e)) => {
-            gw.metrics.upstream_error(if e.is_connect() {
-                "connect"
-            } else {
-                "protocol"
-            });
+            gw.metrics.upstream_error(e.kind());
             return Err(ProxyError::UpstreamUnavailable(error_chain(&e)));
         }
         Ok(Ok(r)) => r,
@@ -433,8 +443,7 @@ pub async fn forward_browser(
     gw: &Arc<Gateway>,
     live: &Arc<Live>,
     req: Request<Incoming>,
-    peer: SocketAddr,
-    scheme: &'static str,
+    conn: &Conn,
     drop_cookies: &[&str],
     identity: &[(http::HeaderName, String)],
 ) -> Response<Body> {
@@ -444,19 +453,19 @@ pub async fn forward_browser(
         headers::rewrite_request(
             &mut parts.headers,
             &live.strip,
-            peer,
-            scheme,
+            conn.peer,
+            conn.scheme,
             &live.config.server.trusted_proxies,
         );
         headers::remove_cookies(&mut parts.headers, drop_cookies);
         for (name, value) in identity {
             put(&mut parts.headers, name, value, false);
         }
-        forward(gw, live, parts, body).await
+        forward(gw, live, conn, parts, body).await
     }
     .await;
     result.unwrap_or_else(|e| {
-        tracing::info!(%peer, error = %e, "browser request not forwarded");
+        tracing::info!(peer = %conn.peer, error = %e, "browser request not forwarded");
         e.into_response()
     })
 }

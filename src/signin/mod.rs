@@ -15,7 +15,6 @@
 
 pub mod oidc;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{header, Method, Request, Response, StatusCode};
@@ -357,8 +356,7 @@ pub async fn protected(
     gw: &Arc<Gateway>,
     live: &Arc<Live>,
     req: Request<Incoming>,
-    peer: SocketAddr,
-    scheme: &'static str,
+    conn: &crate::server::Conn,
 ) -> Response<Body> {
     let Some(session) = session_of(live, req.headers()) else {
         if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -394,8 +392,7 @@ pub async fn protected(
         gw,
         live,
         req,
-        peer,
-        scheme,
+        conn,
         &[SESSION_COOKIE, LOGIN_COOKIE, crate::oauth::STATE_COOKIE],
         &identity,
     )

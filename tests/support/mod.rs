@@ -248,6 +248,8 @@ impl Drop for TestGateway {
 /// One request as the upstream received it.
 #[derive(Debug, Clone)]
 pub struct Recorded {
+    /// The gateway's end of the connection the request came on.
+    pub peer: SocketAddr,
     pub method: String,
     pub path_and_query: String,
     pub headers: HeaderMap,
@@ -325,14 +327,14 @@ impl FakeUpstream {
         let shared = state.clone();
         let accept = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let Ok((stream, peer)) = listener.accept().await else {
                     continue;
                 };
                 let state = shared.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let state = state.clone();
-                        async move { Ok::<_, Infallible>(answer(&state, req).await) }
+                        async move { Ok::<_, Infallible>(answer(&state, req, peer).await) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
@@ -387,7 +389,11 @@ impl Drop for FakeUpstream {
     }
 }
 
-async fn answer(state: &Mutex<UpstreamState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer(
+    state: &Mutex<UpstreamState>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let body = body
         .collect()
@@ -397,6 +403,7 @@ async fn answer(state: &Mutex<UpstreamState>, req: Request<Incoming>) -> Respons
     let reply = {
         let mut s = state.lock().unwrap();
         s.requests.push(Recorded {
+            peer,
             method: parts.method.to_string(),
             path_and_query: parts
                 .uri

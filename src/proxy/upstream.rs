@@ -1,0 +1,179 @@
+//! The gateway's connections to the upstream app: one per downstream connection.
+//!
+//! HTTP/1.1 serves one request at a time per connection, so each client connection of the
+//! public listener lazily opens its own keep-alive connection to the upstream and reuses it for
+//! every request it carries. Compared with a shared pool this needs no pool lock, no idle
+//! list and no connect races, and a closed client connection closes its upstream connection
+//! with it. When the upstream has closed an idle connection, the request is sent on a new one;
+//! a request is retried only when hyper reports it was never written, so nothing is sent twice.
+
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use url::Url;
+
+/// Where requests go, derived once per config from `upstream.url`.
+#[derive(Debug, Clone)]
+pub struct UpstreamTarget {
+    /// `host:port` to connect to (the port defaulted to 80).
+    pub connect_to: String,
+    /// The `Host` header sent upstream (the port only when `upstream.url` names one).
+    pub host: HeaderValue,
+    /// The path of `upstream.url` without its trailing slash; request paths are appended.
+    pub path_prefix: String,
+}
+
+impl UpstreamTarget {
+    /// The target for an `http://` URL; `None` when the URL has no host.
+    pub fn new(url: &Url) -> Option<Self> {
+        let host = url.host_str()?;
+        let port = url.port_or_known_default().unwrap_or(80);
+        let host_header = match url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_owned(),
+        };
+        Some(UpstreamTarget {
+            connect_to: format!("{host}:{port}"),
+            host: HeaderValue::from_str(&host_header).ok()?,
+            path_prefix: url.path().trim_end_matches('/').to_owned(),
+        })
+    }
+}
+
+/// Why a request could not be sent or answered.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connecting to {to}: {source}")]
+    Connect {
+        to: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("HTTP/1 handshake with the upstream failed: {0}")]
+    Handshake(#[source] hyper::Error),
+    #[error("{0}")]
+    Protocol(#[source] hyper::Error),
+}
+
+impl UpstreamError {
+    /// The `upstream_errors_total` label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Connect { .. } => "connect",
+            UpstreamError::Handshake(_) | UpstreamError::Protocol(_) => "protocol",
+        }
+    }
+}
+
+struct Idle {
+    connect_to: String,
+    sender: SendRequest<Full<Bytes>>,
+}
+
+/// One downstream connection's upstream connection, opened on first use.
+#[derive(Default)]
+pub struct UpstreamConn {
+    // Never held across an await: the sender is taken out for the request and put back.
+    idle: Mutex<Option<Idle>>,
+}
+
+impl UpstreamConn {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sends `req` (origin-form URI, `Host` set) and returns the upstream's response head;
+    /// its body streams from the connection, which is reused once the body has been read.
+    pub async fn send(
+        &self,
+        target: &UpstreamTarget,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut req = req;
+        let kept = self
+            .idle
+            .lock()
+            .expect("upstream slot lock")
+            .take()
+            .filter(|i| i.connect_to == target.connect_to && !i.sender.is_closed());
+        if let Some(mut idle) = kept {
+            // Waits for the previous response's body to be read to the end.
+            if idle.sender.ready().await.is_ok() {
+                match idle.sender.try_send_request(req).await {
+                    Ok(resp) => {
+                        self.put_back(idle);
+                        return Ok(resp);
+                    }
+                    Err(mut e) => match e.take_message() {
+                        // Never written (the upstream closed the idle connection): a new one.
+                        Some(unsent) => req = unsent,
+                        None => return Err(UpstreamError::Protocol(e.into_error())),
+                    },
+                }
+            }
+        }
+        let mut sender = connect(target).await?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(UpstreamError::Protocol)?;
+        self.put_back(Idle {
+            connect_to: target.connect_to.clone(),
+            sender,
+        });
+        Ok(resp)
+    }
+
+    fn put_back(&self, idle: Idle) {
+        *self.idle.lock().expect("upstream slot lock") = Some(idle);
+    }
+}
+
+/// Opens a connection (every resolved address in turn) and starts its HTTP/1 driver task,
+/// which ends when the connection closes or its sender is dropped.
+async fn connect(target: &UpstreamTarget) -> Result<SendRequest<Full<Bytes>>, UpstreamError> {
+    let stream = tokio::net::TcpStream::connect(target.connect_to.as_str())
+        .await
+        .map_err(|source| UpstreamError::Connect {
+            to: target.connect_to.clone(),
+            source,
+        })?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(UpstreamError::Handshake)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_follow_the_url() {
+        let t = UpstreamTarget::new(&Url::parse("http://127.0.0.1:8080").unwrap()).unwrap();
+        assert_eq!(t.connect_to, "127.0.0.1:8080");
+        assert_eq!(t.host, "127.0.0.1:8080");
+        assert_eq!(t.path_prefix, "");
+
+        let t = UpstreamTarget::new(&Url::parse("http://app/base/").unwrap()).unwrap();
+        assert_eq!(t.connect_to, "app:80");
+        assert_eq!(t.host, "app");
+        assert_eq!(t.path_prefix, "/base");
+
+        let t = UpstreamTarget::new(&Url::parse("http://[::1]:9000/x").unwrap()).unwrap();
+        assert_eq!(t.connect_to, "[::1]:9000");
+        assert_eq!(t.host, "[::1]:9000");
+        assert_eq!(t.path_prefix, "/x");
+    }
+}

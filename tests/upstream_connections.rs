@@ -1,0 +1,230 @@
+//! How the gateway talks to the upstream app: each client connection gets its own keep-alive
+//! connection upstream, an upstream that closes connections (politely or not) never costs a
+//! request or sends one twice, and `upstream.url`'s path and host are honoured, also after a
+//! reload.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use slack_gateway::reload::{reload_if_changed, Outcome};
+use slack_gateway::store::contract::workspace_install;
+use support::{sign_now, unique_id, FakeUpstream, Reply, TestGateway, EVENTS_PATH, SIGNING_SECRET};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+fn event(team: &str) -> String {
+    format!(
+        r#"{{"team_id":"{team}","api_app_id":"A111","type":"event_callback","event_id":"Ev{id}","event":{{"type":"app_mention"}}}}"#,
+        id = unique_id()
+    )
+}
+
+/// One keep-alive client: every request it sends goes over the same connection.
+fn keep_alive_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(1)
+        .http1_only()
+        .build()
+        .unwrap()
+}
+
+/// A signed event for `team` over `client`; returns the status.
+async fn send(client: &reqwest::Client, gw: &TestGateway, team: &str) -> u16 {
+    let body = event(team);
+    let (ts, sig) = sign_now(SIGNING_SECRET, body.as_bytes());
+    client
+        .post(gw.url(EVENTS_PATH))
+        .header("content-type", "application/json")
+        .header("x-slack-request-timestamp", ts)
+        .header("x-slack-signature", sig)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn gateway_for(upstream_url: String, team: &str) -> TestGateway {
+    TestGateway::builder(upstream_url)
+        .seed(workspace_install(team, "U0INSTALLER", "xoxb-conn-token"))
+        .start()
+        .await
+}
+
+#[tokio::test]
+async fn a_client_connection_reuses_one_upstream_connection_and_clients_do_not_share() {
+    let upstream = FakeUpstream::start().await;
+    let gw = gateway_for(upstream.url(), "T0CONN1").await;
+    let first = keep_alive_client();
+    for _ in 0..5 {
+        assert_eq!(send(&first, &gw, "T0CONN1").await, 200);
+    }
+    let peers: Vec<SocketAddr> = upstream.requests().iter().map(|r| r.peer).collect();
+    assert_eq!(peers.len(), 5);
+    assert!(
+        peers.iter().all(|p| *p == peers[0]),
+        "one client connection, one upstream connection: {peers:?}"
+    );
+
+    let second = keep_alive_client();
+    assert_eq!(send(&second, &gw, "T0CONN1").await, 200);
+    assert_ne!(
+        upstream.last().peer,
+        peers[0],
+        "another client connection gets its own upstream connection"
+    );
+    // The first client's connection is still there and still works.
+    assert_eq!(send(&first, &gw, "T0CONN1").await, 200);
+    assert_eq!(upstream.last().peer, peers[0]);
+    assert!(upstream
+        .requests()
+        .iter()
+        .all(|r| r.header("x-slack-bot-token") == Some("xoxb-conn-token")));
+}
+
+#[tokio::test]
+async fn an_upstream_answering_connection_close_costs_no_request() {
+    let mut reply = Reply::default();
+    reply.headers.push(("connection".into(), "close".into()));
+    let upstream = FakeUpstream::start_with(reply).await;
+    let gw = gateway_for(upstream.url(), "T0CONN2").await;
+    let client = keep_alive_client();
+    for i in 1..=5 {
+        assert_eq!(send(&client, &gw, "T0CONN2").await, 200, "request {i}");
+        assert_eq!(
+            upstream.count(),
+            i,
+            "each request reaches the upstream once"
+        );
+    }
+    let peers: Vec<SocketAddr> = upstream.requests().iter().map(|r| r.peer).collect();
+    let mut distinct = peers.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        5,
+        "a new upstream connection each time: {peers:?}"
+    );
+}
+
+/// An upstream that answers one request per connection and then closes it without saying so,
+/// as an app server whose keep-alive timeout is shorter than the gateway's does.
+async fn silently_closing_upstream() -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (seen, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Read one request: the head, then Content-Length bytes of body.
+                let body_len = loop {
+                    let n = stream.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map(|v| v.trim().parse().unwrap())
+                            .unwrap_or(0);
+                        break end + 4 + len;
+                    }
+                };
+                while buf.len() < body_len {
+                    let n = stream.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                let _ = seen.send(String::from_utf8_lossy(&buf).into_owned());
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                // Dropped: closed with no `Connection: close` ever sent.
+            });
+        }
+    });
+    (url, rx)
+}
+
+#[tokio::test]
+async fn an_idle_connection_the_upstream_dropped_is_replaced_not_failed() {
+    let (url, mut seen) = silently_closing_upstream().await;
+    let gw = gateway_for(url, "T0CONN3").await;
+    let client = keep_alive_client();
+    for i in 0..4 {
+        assert_eq!(send(&client, &gw, "T0CONN3").await, 200, "request {i}");
+        // Give the upstream time to close the connection the gateway keeps.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let mut received = Vec::new();
+    while let Ok(r) = seen.try_recv() {
+        received.push(r);
+    }
+    assert_eq!(received.len(), 4, "every request arrived exactly once");
+    assert!(received
+        .iter()
+        .all(|r| r.contains("x-slack-bot-token: xoxb-conn-token")));
+}
+
+#[tokio::test]
+async fn upstream_url_path_and_host_are_used() {
+    let upstream = FakeUpstream::start().await;
+    let gw = gateway_for(format!("{}/app/", upstream.url()), "T0CONN4").await;
+    let client = keep_alive_client();
+    assert_eq!(send(&client, &gw, "T0CONN4").await, 200);
+    let r = upstream.single();
+    assert_eq!(r.path_and_query, "/app/slack/events");
+    assert_eq!(
+        r.header("host"),
+        Some(upstream.addr.to_string().as_str()),
+        "Host names the upstream"
+    );
+    assert_eq!(
+        r.header("x-forwarded-host"),
+        Some(gw.public.to_string().as_str()),
+        "the client's Host travels as X-Forwarded-Host"
+    );
+}
+
+#[tokio::test]
+async fn a_reloaded_upstream_url_applies_to_open_client_connections() {
+    let old = FakeUpstream::start().await;
+    let new = FakeUpstream::start().await;
+    let gw = gateway_for(old.url(), "T0CONN5").await;
+    let client = keep_alive_client();
+    assert_eq!(send(&client, &gw, "T0CONN5").await, 200);
+    assert_eq!(old.count(), 1);
+
+    let text = std::fs::read_to_string(&gw.config_path).unwrap();
+    let changed = text.replace(&old.url(), &new.url());
+    assert_ne!(text, changed, "the config names the old upstream");
+    std::fs::write(&gw.config_path, changed).unwrap();
+    // Either the watcher or this call applies it.
+    let _ = reload_if_changed(&gw.gw).unwrap();
+    assert_eq!(reload_if_changed(&gw.gw).unwrap(), Outcome::Unchanged);
+
+    assert_eq!(send(&client, &gw, "T0CONN5").await, 200);
+    assert_eq!(
+        new.count(),
+        1,
+        "the same client connection now reaches the new upstream"
+    );
+    assert_eq!(old.count(), 1, "and nothing more reaches the old one");
+}
