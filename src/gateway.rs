@@ -17,6 +17,7 @@ use crate::proxy::upstream::UpstreamTarget;
 use crate::seal::Sealer;
 use crate::signin::oidc::JwksCache;
 use crate::slack::api::SlackApi;
+use crate::slack::signature::SigningKeys;
 use crate::store::InstallationStore;
 use crate::tls::Tls;
 
@@ -27,6 +28,8 @@ pub struct Live {
     pub strip: StripSet,
     /// Where `upstream.url` points: address, `Host` header and path prefix.
     pub upstream: UpstreamTarget,
+    /// The signing secrets, keyed once.
+    pub signing_keys: SigningKeys,
     /// Seals the sign-in cookies, when `signin.cookie_secret` is set.
     pub signin_sealer: Option<Sealer>,
 }
@@ -61,7 +64,9 @@ impl Live {
             .cookie_secret
             .as_ref()
             .map(|s| Sealer::new(s.expose().as_bytes()));
+        let signing_keys = SigningKeys::new(config.signing_secrets());
         Live {
+            signing_keys,
             config,
             strip,
             upstream,

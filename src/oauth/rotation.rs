@@ -84,8 +84,8 @@ pub async fn ensure_fresh(
     app: &str,
     team: &TeamRef,
     kind: RecordKind,
-    inst: Installation,
-) -> Result<Installation, RotationError> {
+    inst: Arc<Installation>,
+) -> Result<Arc<Installation>, RotationError> {
     let before = gw
         .live()
         .config
@@ -97,7 +97,9 @@ pub async fn ensure_fresh(
     }
     // Boxed: the refresh path (a Slack API call) is rare and its future is large; keeping it
     // out of line keeps every request's future small.
-    Box::pin(refresh(gw, app, team, kind, inst, before)).await
+    Box::pin(refresh(gw, app, team, kind, &inst, before))
+        .await
+        .map(Arc::new)
 }
 
 /// The slow path of [`ensure_fresh`]: one refresh per record at a time.
@@ -106,7 +108,7 @@ async fn refresh(
     app: &str,
     team: &TeamRef,
     kind: RecordKind,
-    inst: Installation,
+    inst: &Installation,
     before: u64,
 ) -> Result<Installation, RotationError> {
     let live = gw.live();
@@ -123,7 +125,7 @@ async fn refresh(
         // Refreshed by the request we waited on: use its token, do not refresh again (a
         // token lifetime shorter than the refresh window would otherwise refresh for every
         // waiter).
-        if token_fields(&current, &kind).0 != token_fields(&inst, &kind).0
+        if token_fields(&current, &kind).0 != token_fields(inst, &kind).0
             && !needs_refresh(&current, &kind, 0, unix_now())
         {
             return Ok(current);

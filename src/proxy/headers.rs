@@ -12,27 +12,30 @@ use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// Headers that describe one hop (RFC 9110 §7.6.1), never forwarded.
-pub const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
+/// Headers that describe one hop (RFC 9110 §7.6.1), never forwarded. Names, not strings:
+/// removing by a string would parse it for every request.
+pub const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
-/// `upgrade` is hop-by-hop too; kept apart because it is matched the same way.
-const UPGRADE: &str = "upgrade";
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Forwarding headers the gateway sets itself.
-pub const FORWARDED: [&str; 4] = [
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "forwarded",
+pub const FORWARDED: [HeaderName; 4] = [
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    header::FORWARDED,
 ];
 
 /// A header name folded for comparison: lowercase, `_` as `-`.
@@ -83,20 +86,21 @@ impl StripSet {
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for n in named {
+            headers.remove(n);
+        }
+    }
+    for n in &HOP_BY_HOP {
         headers.remove(n);
     }
-    for n in HOP_BY_HOP {
-        headers.remove(n);
-    }
-    headers.remove(UPGRADE);
 }
 
 /// Prepares inbound headers for forwarding: hop-by-hop and smuggled injected names removed,
@@ -124,7 +128,7 @@ pub fn rewrite_request(
     let folded: Vec<HeaderName> = headers
         .keys()
         .filter(|k| {
-            !FORWARDED.contains(&k.as_str()) && FORWARDED.iter().any(|f| folds_to(k.as_str(), f))
+            !FORWARDED.contains(k) && FORWARDED.iter().any(|f| folds_to(k.as_str(), f.as_str()))
         })
         .cloned()
         .collect();
@@ -134,27 +138,27 @@ pub fn rewrite_request(
     let trusted = trusted_proxies.contains(&peer.ip());
     let peer_ip = peer.ip().to_string();
     if trusted {
-        let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        let chain = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
             Some(prev) if !prev.trim().is_empty() => format!("{prev}, {peer_ip}"),
             _ => peer_ip,
         };
-        set(headers, "x-forwarded-for", &chain);
-        if !headers.contains_key("x-forwarded-proto") {
-            set(headers, "x-forwarded-proto", scheme);
+        set(headers, X_FORWARDED_FOR, &chain);
+        if !headers.contains_key(X_FORWARDED_PROTO) {
+            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
         }
-        if !headers.contains_key("x-forwarded-host") {
+        if !headers.contains_key(X_FORWARDED_HOST) {
             if let Some(h) = host {
-                headers.insert(HeaderName::from_static("x-forwarded-host"), h);
+                headers.insert(X_FORWARDED_HOST, h);
             }
         }
     } else {
-        for n in FORWARDED {
+        for n in &FORWARDED {
             headers.remove(n);
         }
-        set(headers, "x-forwarded-for", &peer_ip);
-        set(headers, "x-forwarded-proto", scheme);
+        set(headers, X_FORWARDED_FOR, &peer_ip);
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
         if let Some(h) = host {
-            headers.insert(HeaderName::from_static("x-forwarded-host"), h);
+            headers.insert(X_FORWARDED_HOST, h);
         }
     }
 }
@@ -181,9 +185,9 @@ pub fn remove_cookies(headers: &mut HeaderMap, names: &[&str]) {
     }
 }
 
-fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
+fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
-        headers.insert(HeaderName::from_static(name), v);
+        headers.insert(name, v);
     }
 }
 

@@ -30,7 +30,7 @@ use crate::http::{empty, json, text, unix_now, Body};
 use crate::oauth::rotation;
 use crate::server::Conn;
 use crate::slack::payload::{self, Action, Identity, Parsed, PayloadError};
-use crate::slack::signature::{self, SignatureError};
+use crate::slack::signature::SignatureError;
 use crate::store::{self, Installation, RecordKind, StoreError, TeamRef};
 
 /// Everything that can stop a Slack request, by who is at fault.
@@ -103,8 +103,8 @@ impl ProxyError {
 /// The installation a request resolved to.
 struct Resolved {
     identity: Identity,
-    bot: Option<Installation>,
-    user: Option<Installation>,
+    bot: Option<Arc<Installation>>,
+    user: Option<Arc<Installation>>,
 }
 
 /// Handles a request to a Slack path. Never panics on input; every refusal is a status.
@@ -161,8 +161,12 @@ async fn run(
         return Err(ProxyError::Signature(reason));
     }
 
-    let parsed = payload::parse(kind, &body)?;
-    match &parsed.action {
+    let Parsed {
+        kind,
+        action,
+        identity,
+    } = payload::parse(kind, &body)?;
+    match &action {
         Action::UrlVerification { challenge } => {
             return Ok(json(
                 StatusCode::OK,
@@ -173,13 +177,10 @@ async fn run(
         _ => {}
     }
 
-    let resolved = resolve_installation(gw, live, parsed.identity.clone()).await?;
-    if matches!(
-        parsed.action,
-        Action::Uninstalled | Action::TokensRevoked { .. }
-    ) {
+    let resolved = resolve_installation(gw, live, identity).await?;
+    if matches!(action, Action::Uninstalled | Action::TokensRevoked { .. }) {
         // Boxed: rare, and its future would otherwise enlarge every request's.
-        Box::pin(apply_lifecycle(gw, live, &parsed, &resolved)).await?;
+        Box::pin(apply_lifecycle(gw, live, &action, &resolved)).await?;
     }
 
     headers::rewrite_request(
@@ -190,7 +191,7 @@ async fn run(
         &live.config.server.trusted_proxies,
     );
     inject(live, &mut parts.headers, &resolved);
-    tracing::debug!(kind = %parsed.kind, team = ?resolved.identity.team_id, found = resolved.bot.is_some(), "forwarding");
+    tracing::debug!(%kind, team = ?resolved.identity.team_id, found = resolved.bot.is_some(), "forwarding");
     forward(gw, live, conn, parts, body).await
 }
 
@@ -225,8 +226,7 @@ fn verify_signature(
     body: &[u8],
 ) -> Result<(), SignatureError> {
     let now = unix_now();
-    let verified = signature::verify(
-        live.config.signing_secrets(),
+    let verified = live.signing_keys.verify(
         headers
             .get("x-slack-request-timestamp")
             .map(HeaderValue::as_bytes),
@@ -305,7 +305,7 @@ fn team_ref(identity: &Identity) -> TeamRef {
 async fn apply_lifecycle(
     gw: &Gateway,
     live: &Live,
-    parsed: &Parsed,
+    action: &Action,
     resolved: &Resolved,
 ) -> Result<(), ProxyError> {
     let app = &live.config.slack.client_id;
@@ -314,7 +314,7 @@ async fn apply_lifecycle(
         Some(bot) => bot.team_ref(),
         None => team_ref(&resolved.identity),
     };
-    match &parsed.action {
+    match action {
         Action::Uninstalled => match gw.store.delete_team(app, &team).await {
             Ok(n) => {
                 tracing::info!(team = %team.admin_id(), records = n, "app_uninstalled: installation deleted");

@@ -68,12 +68,64 @@ pub struct Verified {
     pub mac: [u8; 32],
 }
 
-/// Checks a request's signature headers against its raw body.
+/// The signing secrets, keyed once (the HMAC's inner and outer pads are computed when the
+/// config is loaded, not per request), current first.
+#[derive(Clone)]
+pub struct SigningKeys {
+    keys: Vec<hmac::Hmac<Sha256>>,
+}
+
+impl SigningKeys {
+    pub fn new<'a>(secrets: impl IntoIterator<Item = &'a Secret>) -> Self {
+        let keys = secrets
+            .into_iter()
+            .map(|s| {
+                <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(s.expose().as_bytes())
+                    .expect("HMAC takes keys of any length")
+            })
+            .collect();
+        SigningKeys { keys }
+    }
+
+    /// Checks a request's signature headers against its raw body.
+    ///
+    /// `timestamp` and `signature` are the raw header values (absent → `None`); `now` is Unix
+    /// seconds.
+    pub fn verify(
+        &self,
+        timestamp: Option<&[u8]>,
+        signature: Option<&[u8]>,
+        body: &[u8],
+        now: u64,
+    ) -> Result<Verified, SignatureError> {
+        check(&self.keys, timestamp, signature, body, now)
+    }
+}
+
+/// Never shows key material.
+impl std::fmt::Debug for SigningKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SigningKeys({} keys)", self.keys.len())
+    }
+}
+
+/// Checks a request's signature headers against its raw body with `secrets` (keyed on the
+/// spot; the proxy uses [`SigningKeys`]).
 ///
 /// `timestamp` and `signature` are the raw header values (absent → `None`); `now` is Unix
 /// seconds.
 pub fn verify<'a>(
     secrets: impl IntoIterator<Item = &'a Secret>,
+    timestamp: Option<&[u8]>,
+    signature: Option<&[u8]>,
+    body: &[u8],
+    now: u64,
+) -> Result<Verified, SignatureError> {
+    SigningKeys::new(secrets).verify(timestamp, signature, body, now)
+}
+
+fn check(
+    keys: &[hmac::Hmac<Sha256>],
     timestamp: Option<&[u8]>,
     signature: Option<&[u8]>,
     body: &[u8],
@@ -97,9 +149,8 @@ pub fn verify<'a>(
     let mut expected = [0u8; 32];
     hex::decode_to_slice(hex_part, &mut expected)
         .map_err(|_| SignatureError::MalformedSignature)?;
-    for (i, secret) in secrets.into_iter().enumerate() {
-        let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(secret.expose().as_bytes())
-            .expect("HMAC takes keys of any length");
+    for (i, key) in keys.iter().enumerate() {
+        let mut mac = key.clone();
         mac.update(b"v0:");
         mac.update(ts);
         mac.update(b":");

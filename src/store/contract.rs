@@ -65,49 +65,66 @@ where
     reads_see_every_write(&make()).await;
 }
 
-/// Whatever a backend caches, a read after a write sees the write.
+/// The team's bot token as `find_bot` reads it, after checking that the shared lookup of the
+/// request path reads the same record.
+async fn bot_token_of(s: &dyn InstallationStore, t: &str) -> Option<String> {
+    let owned = s.find_bot(APP, &team(t)).await.unwrap();
+    let shared = s.find_bot_shared(APP, &team(t)).await.unwrap();
+    assert_eq!(owned.as_ref(), shared.as_deref(), "find_bot_shared agrees");
+    owned
+        .and_then(|i| i.bot_token)
+        .map(|t| t.expose().to_owned())
+}
+
+/// Whatever a backend caches, a read after a write sees the write, by every lookup.
 async fn reads_see_every_write(s: &dyn InstallationStore) {
-    let tok = |i: Option<Installation>| i.and_then(|i| i.bot_token).map(|t| t.expose().to_owned());
     s.save(APP, &workspace_install("T1", "U1", "xoxb-a"))
         .await
         .unwrap();
-    assert_eq!(
-        tok(s.find_bot(APP, &team("T1")).await.unwrap()).as_deref(),
-        Some("xoxb-a")
-    );
+    assert_eq!(bot_token_of(s, "T1").await.as_deref(), Some("xoxb-a"));
     let mut b = workspace_install("T1", "U1", "xoxb-b");
     s.update_record(APP, &team("T1"), &RecordKind::Bot, &b)
         .await
         .unwrap();
     assert_eq!(
-        tok(s.find_bot(APP, &team("T1")).await.unwrap()).as_deref(),
+        bot_token_of(s, "T1").await.as_deref(),
         Some("xoxb-b"),
         "after update_record"
     );
     b.bot_token = Some(Token::new("xoxb-c"));
     s.save(APP, &b).await.unwrap();
     assert_eq!(
-        tok(s.find_bot(APP, &team("T1")).await.unwrap()).as_deref(),
+        bot_token_of(s, "T1").await.as_deref(),
         Some("xoxb-c"),
         "after save"
     );
     s.delete_bot(APP, &team("T1")).await.unwrap();
-    assert_eq!(
-        s.find_bot(APP, &team("T1")).await.unwrap(),
-        None,
-        "after delete_bot"
-    );
+    assert_eq!(bot_token_of(s, "T1").await, None, "after delete_bot");
     s.save(APP, &workspace_install("T1", "U1", "xoxb-d"))
         .await
         .unwrap();
-    assert!(s.find_user(APP, &team("T1"), "U1").await.unwrap().is_some());
+    let user = s.find_user(APP, &team("T1"), "U1").await.unwrap();
+    assert!(user.is_some());
+    assert_eq!(
+        s.find_user_shared(APP, &team("T1"), "U1")
+            .await
+            .unwrap()
+            .as_deref(),
+        user.as_ref(),
+        "find_user_shared agrees"
+    );
     s.delete_team(APP, &team("T1")).await.unwrap();
     assert_eq!(
         s.find_user(APP, &team("T1"), "U1").await.unwrap(),
         None,
         "after delete_team"
     );
-    assert_eq!(s.find_bot(APP, &team("T1")).await.unwrap(), None);
+    assert_eq!(
+        s.find_user_shared(APP, &team("T1"), "U1").await.unwrap(),
+        None,
+        "shared, after delete_team"
+    );
+    assert_eq!(bot_token_of(s, "T1").await, None);
 }
 
 async fn save_then_find_returns_every_field(s: &dyn InstallationStore) {

@@ -22,6 +22,7 @@ pub mod sealing;
 pub mod sled;
 
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -190,6 +191,26 @@ pub trait InstallationStore: Send + Sync + 'static {
         user_id: &str,
     ) -> Result<Option<Installation>, StoreError>;
 
+    /// [`find_bot`](Self::find_bot) for the request path: the record shared, not copied. A
+    /// backend that keeps decoded records in memory returns them without cloning.
+    async fn find_bot_shared(
+        &self,
+        app: &str,
+        team: &TeamRef,
+    ) -> Result<Option<Arc<Installation>>, StoreError> {
+        Ok(self.find_bot(app, team).await?.map(Arc::new))
+    }
+
+    /// [`find_user`](Self::find_user), shared like [`find_bot_shared`](Self::find_bot_shared).
+    async fn find_user_shared(
+        &self,
+        app: &str,
+        team: &TeamRef,
+        user_id: &str,
+    ) -> Result<Option<Arc<Installation>>, StoreError> {
+        Ok(self.find_user(app, team, user_id).await?.map(Arc::new))
+    }
+
     /// The team's latest installation, whoever made it.
     async fn find_latest(
         &self,
@@ -285,12 +306,12 @@ pub async fn find_bot_for(
     store: &dyn InstallationStore,
     app: &str,
     team: &TeamRef,
-) -> Result<Option<Installation>, StoreError> {
-    if let Some(found) = store.find_bot(app, team).await? {
+) -> Result<Option<Arc<Installation>>, StoreError> {
+    if let Some(found) = store.find_bot_shared(app, team).await? {
         return Ok(Some(found));
     }
     match team.org() {
-        Some(org) if org != *team => store.find_bot(app, &org).await,
+        Some(org) if org != *team => store.find_bot_shared(app, &org).await,
         _ => Ok(None),
     }
 }
@@ -301,12 +322,12 @@ pub async fn find_user_for(
     app: &str,
     team: &TeamRef,
     user_id: &str,
-) -> Result<Option<Installation>, StoreError> {
-    if let Some(found) = store.find_user(app, team, user_id).await? {
+) -> Result<Option<Arc<Installation>>, StoreError> {
+    if let Some(found) = store.find_user_shared(app, team, user_id).await? {
         return Ok(Some(found));
     }
     match team.org() {
-        Some(org) if org != *team => store.find_user(app, &org, user_id).await,
+        Some(org) if org != *team => store.find_user_shared(app, &org, user_id).await,
         _ => Ok(None),
     }
 }
@@ -374,19 +395,24 @@ const NONE: &str = "-";
 /// `inst/{app}/{enterprise|-}/{team|-}/`: the key prefix of a team's records. Backends that
 /// keep keys share this layout so the contract suite sees one behaviour.
 pub(crate) fn team_prefix(app: &str, team: &TeamRef) -> Result<String, StoreError> {
-    let part = |s: &Option<String>| -> Result<String, StoreError> {
+    fn part(s: &Option<String>) -> Result<&str, StoreError> {
         match s {
             Some(s) if s == NONE => Err(StoreError::InvalidId(s.clone())),
-            Some(s) => Ok(check_id(s)?.to_owned()),
-            None => Ok(NONE.to_owned()),
+            Some(s) => check_id(s),
+            None => Ok(NONE),
         }
-    };
-    Ok(format!(
-        "inst/{}/{}/{}/",
+    }
+    let (app, enterprise, team) = (
         check_id(app)?,
         part(&team.enterprise_id)?,
-        part(&team.team_id)?
-    ))
+        part(&team.team_id)?,
+    );
+    // One allocation, with room for the record kind the caller appends.
+    let mut key = String::with_capacity(32 + app.len() + enterprise.len() + team.len());
+    for piece in ["inst/", app, "/", enterprise, "/", team, "/"] {
+        key.push_str(piece);
+    }
+    Ok(key)
 }
 
 /// Splits a key under `app_prefix` (`inst/{app}/`) into its team and record kind.

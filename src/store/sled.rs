@@ -7,6 +7,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -43,7 +44,7 @@ pub struct SledStore {
 #[derive(Default)]
 struct ReadCache {
     generation: u64,
-    records: std::collections::HashMap<String, Installation>,
+    records: std::collections::HashMap<String, Arc<Installation>>,
 }
 
 /// Decoded records kept in memory at most (about 1 KiB each).
@@ -152,7 +153,8 @@ impl SledStore {
         Ok(n)
     }
 
-    fn get(&self, key: &str) -> Result<Option<Installation>, StoreError> {
+    /// A record by key: from the cache, else read, decoded and cached. Shared, not copied.
+    fn get(&self, key: &str) -> Result<Option<Arc<Installation>>, StoreError> {
         let generation = {
             let c = self.cache.read().expect("cache lock");
             if let Some(hit) = c.records.get(key) {
@@ -163,12 +165,17 @@ impl SledStore {
         let Some(bytes) = self.tree.get(key.as_bytes()).map_err(io)? else {
             return Ok(None);
         };
-        let (inst, _) = self.decode(key, &bytes)?;
+        let inst = Arc::new(self.decode(key, &bytes)?.0);
         let mut c = self.cache.write().expect("cache lock");
         if c.generation == generation && c.records.len() < READ_CACHE_MAX_RECORDS {
             c.records.insert(key.to_owned(), inst.clone());
         }
         Ok(Some(inst))
+    }
+
+    /// [`get`](Self::get), copied out for the owned lookups of the trait.
+    fn get_owned(&self, key: &str) -> Result<Option<Installation>, StoreError> {
+        Ok(self.get(key)?.map(Arc::unwrap_or_clone))
     }
 
     async fn remove_keys(&self, keys: Vec<sled::IVec>) -> Result<usize, StoreError> {
@@ -282,7 +289,7 @@ impl InstallationStore for SledStore {
         app: &str,
         team: &TeamRef,
     ) -> Result<Option<Installation>, StoreError> {
-        self.get(&format!("{}bot", team_prefix(app, team)?))
+        self.get_owned(&bot_key(app, team)?)
     }
 
     async fn find_user(
@@ -291,11 +298,24 @@ impl InstallationStore for SledStore {
         team: &TeamRef,
         user_id: &str,
     ) -> Result<Option<Installation>, StoreError> {
-        self.get(&format!(
-            "{}user/{}",
-            team_prefix(app, team)?,
-            check_id(user_id)?
-        ))
+        self.get_owned(&user_key(app, team, user_id)?)
+    }
+
+    async fn find_bot_shared(
+        &self,
+        app: &str,
+        team: &TeamRef,
+    ) -> Result<Option<Arc<Installation>>, StoreError> {
+        self.get(&bot_key(app, team)?)
+    }
+
+    async fn find_user_shared(
+        &self,
+        app: &str,
+        team: &TeamRef,
+        user_id: &str,
+    ) -> Result<Option<Arc<Installation>>, StoreError> {
+        self.get(&user_key(app, team, user_id)?)
     }
 
     async fn find_latest(
@@ -303,7 +323,9 @@ impl InstallationStore for SledStore {
         app: &str,
         team: &TeamRef,
     ) -> Result<Option<Installation>, StoreError> {
-        self.get(&format!("{}latest", team_prefix(app, team)?))
+        let mut key = team_prefix(app, team)?;
+        key.push_str("latest");
+        self.get_owned(&key)
     }
 
     async fn delete_bot(&self, app: &str, team: &TeamRef) -> Result<usize, StoreError> {
@@ -403,4 +425,19 @@ impl InstallationStore for SledStore {
         self.db.flush_async().await.map_err(io)?;
         Ok(())
     }
+}
+
+/// `…/bot`: the team's bot record.
+fn bot_key(app: &str, team: &TeamRef) -> Result<String, StoreError> {
+    let mut key = team_prefix(app, team)?;
+    key.push_str("bot");
+    Ok(key)
+}
+
+/// `…/user/{user_id}`: one user's record.
+fn user_key(app: &str, team: &TeamRef, user_id: &str) -> Result<String, StoreError> {
+    let mut key = team_prefix(app, team)?;
+    key.push_str("user/");
+    key.push_str(check_id(user_id)?);
+    Ok(key)
 }
