@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Live};
 use crate::http::unix_now;
 use crate::slack::api::ApiError;
 use crate::store::{Installation, RecordKind, StoreError, TeamRef, Token};
@@ -81,17 +81,13 @@ pub fn needs_refresh(inst: &Installation, kind: &RecordKind, before_secs: u64, n
 /// Returns `inst` with a fresh token of `kind`, refreshing (once, for everyone) if needed.
 pub async fn ensure_fresh(
     gw: &Gateway,
+    live: &Live,
     app: &str,
     team: &TeamRef,
     kind: RecordKind,
     inst: Arc<Installation>,
 ) -> Result<Arc<Installation>, RotationError> {
-    let before = gw
-        .live()
-        .config
-        .oauth
-        .token_rotation_refresh_before
-        .as_secs();
+    let before = live.config.oauth.token_rotation_refresh_before.as_secs();
     if !needs_refresh(&inst, &kind, before, unix_now()) {
         return Ok(inst);
     }

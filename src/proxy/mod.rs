@@ -276,13 +276,15 @@ async fn resolve_installation(
     };
     // Stage 7: rotating tokens are refreshed before they are used.
     let bot = match bot {
-        Some(b) => Some(rotation::ensure_fresh(gw, app, &b.team_ref(), RecordKind::Bot, b).await?),
+        Some(b) => {
+            Some(rotation::ensure_fresh(gw, live, app, &b.team_ref(), RecordKind::Bot, b).await?)
+        }
         None => None,
     };
     let user = match user {
         Some(u) => {
             let kind = RecordKind::User(u.user_id.clone());
-            Some(rotation::ensure_fresh(gw, app, &u.team_ref(), kind, u).await?)
+            Some(rotation::ensure_fresh(gw, live, app, &u.team_ref(), kind, u).await?)
         }
         None => None,
     };

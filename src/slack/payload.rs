@@ -303,9 +303,23 @@ fn parse_interactive(payload: &[u8]) -> Result<Parsed, PayloadError> {
     Ok(parsed)
 }
 
+/// Payload `type`s seen on nearly every request.
+const COMMON_KINDS: [&str; 6] = [
+    "event_callback",
+    "block_actions",
+    "view_submission",
+    "shortcut",
+    "message_action",
+    "block_suggestion",
+];
+
 fn envelope_to_parsed(env: Envelope<'_>) -> Result<Parsed, String> {
     let kind: Cow<'static, str> = match env.kind.as_deref() {
-        Some(k) => Cow::Owned(k.to_owned()),
+        // The common kinds without an allocation.
+        Some(k) => match COMMON_KINDS.iter().find(|c| **c == k) {
+            Some(c) => Cow::Borrowed(c),
+            None => Cow::Owned(k.to_owned()),
+        },
         None => "unknown".into(),
     };
     if kind == "url_verification" {
