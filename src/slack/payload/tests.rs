@@ -296,3 +296,20 @@ fn duplicate_json_fields_are_refused() {
     )
     .is_err());
 }
+
+#[test]
+fn json_bodies_must_be_utf8_anywhere_but_any_utf8_text_is_fine() {
+    // Non-ASCII text and escapes in fields the gateway does not read.
+    let p = json(
+        r#"{"type":"event_callback","team_id":"T1","event":{"type":"message","text":"héllo 😀 \u00e9 \"q\""}}"#,
+    );
+    assert_eq!(p.identity.team_id.as_deref(), Some("T1"));
+    // An invalid byte, even inside a field the gateway skips, makes the body malformed JSON.
+    let mut bad = br#"{"type":"event_callback","team_id":"T1","event":{"text":"x"#.to_vec();
+    bad.extend_from_slice(&[0xff, 0xfe]);
+    bad.extend_from_slice(br#""}}"#);
+    match parse(Some(ContentKind::Json), &bad) {
+        Err(PayloadError::MalformedJson(reason)) => assert!(reason.contains("UTF-8"), "{reason}"),
+        other => panic!("expected MalformedJson, got {other:?}"),
+    }
+}
