@@ -118,3 +118,60 @@ async fn sled_installations_survive_close_and_reopen_with_the_bot_count() {
     );
     assert_eq!(store.bot_count(), 2);
 }
+
+#[tokio::test]
+async fn sled_keeps_the_bot_count_on_disk_and_counts_an_older_store_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    {
+        let store = SledStore::open(&path).unwrap();
+        for t in ["T1", "T2", "T3"] {
+            store
+                .save(APP, &workspace_install(t, "U1", "xoxb-x"))
+                .await
+                .unwrap();
+        }
+        store
+            .delete_bot(APP, &TeamRef::new(None, Some("T3"), false))
+            .await
+            .unwrap();
+        // A rotated bot written through update_record for a team with no bot yet counts too.
+        store
+            .update_record(
+                APP,
+                &TeamRef::new(None, Some("T4"), false),
+                &RecordKind::Bot,
+                &workspace_install("T4", "U1", "xoxb-4"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.bot_count(), 3);
+        // The count is not an installation record.
+        assert!(store
+            .list(APP)
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.installation.team_id.is_some()));
+        // T1, T2: bot, latest, user; T3: latest, user; T4: bot.
+        assert_eq!(store.list(APP).await.unwrap().len(), 2 * 3 + 2 + 1);
+    }
+    assert_eq!(SledStore::open(&path).unwrap().bot_count(), 3, "read back");
+
+    // A store from before the count was kept: the key is absent, so open counts once.
+    {
+        let db = sled::open(&path).unwrap();
+        let tree = db.open_tree("installations").unwrap();
+        assert!(tree.remove(b"meta/bot_count").unwrap().is_some());
+        db.flush().unwrap();
+    }
+    assert_eq!(SledStore::open(&path).unwrap().bot_count(), 3, "recounted");
+    let db = sled::open(&path).unwrap();
+    let kept = db
+        .open_tree("installations")
+        .unwrap()
+        .get(b"meta/bot_count")
+        .unwrap()
+        .expect("written back at open");
+    assert_eq!(kept.as_ref(), &3u64.to_be_bytes());
+}

@@ -18,6 +18,11 @@ use super::{
 };
 
 const TREE: &str = "installations";
+/// The number of bot records, kept in the installations tree (outside every `inst/` prefix)
+/// and written in the same atomic batch as the records it counts: opening a store then needs
+/// no scan of every key, which would pull the whole tree into memory (about 150 MiB at
+/// 100,000 installations).
+const BOT_COUNT_KEY: &[u8] = b"meta/bot_count";
 const STATES: &str = "oauth_states";
 /// An expired state is kept this long (so a late callback says `expired_state`), then swept.
 const STATE_KEEP_AFTER_EXPIRY_SECS: u64 = 3600;
@@ -73,13 +78,27 @@ impl SledStore {
             .map_err(|e| open_err(Box::new(e)))?;
         let tree = db.open_tree(TREE).map_err(|e| open_err(Box::new(e)))?;
         let states = db.open_tree(STATES).map_err(|e| open_err(Box::new(e)))?;
-        let mut bots = 0u64;
-        for item in tree.iter().keys() {
-            let k = item.map_err(|e| open_err(Box::new(e)))?;
-            if k.ends_with(b"/bot") {
-                bots += 1;
+        let bots = match tree
+            .get(BOT_COUNT_KEY)
+            .map_err(|e| open_err(Box::new(e)))?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        {
+            Some(bytes) => u64::from_be_bytes(bytes),
+            None => {
+                // A store written before the count was kept: count once and keep it.
+                let mut bots = 0u64;
+                for item in tree.scan_prefix(b"inst/").keys() {
+                    let k = item.map_err(|e| open_err(Box::new(e)))?;
+                    if k.ends_with(b"/bot") {
+                        bots += 1;
+                    }
+                }
+                tree.insert(BOT_COUNT_KEY, &bots.to_be_bytes())
+                    .and_then(|_| tree.flush())
+                    .map_err(|e| open_err(Box::new(e)))?;
+                bots
             }
-        }
+        };
         Ok(SledStore {
             db,
             tree,
@@ -131,7 +150,7 @@ impl SledStore {
         }
         let _w = self.writes.lock().await;
         let mut n = 0;
-        for item in self.tree.iter() {
+        for item in self.tree.scan_prefix(b"inst/") {
             let (k, v) = item.map_err(io)?;
             let key = String::from_utf8_lossy(&k).into_owned();
             let (inst, stale) = self.decode(&key, &v)?;
@@ -190,10 +209,14 @@ impl SledStore {
             }
             batch.remove(k.clone());
         }
+        let count = self.bots.load(Ordering::Relaxed).saturating_sub(bots);
+        if bots > 0 {
+            batch.insert(BOT_COUNT_KEY, &count.to_be_bytes());
+        }
         self.tree.apply_batch(batch).map_err(io)?;
         let written: Vec<&[u8]> = keys.iter().map(|k| k.as_ref()).collect();
         self.invalidate(Some(&written));
-        self.bots.fetch_sub(bots, Ordering::Relaxed);
+        self.bots.store(count, Ordering::Relaxed);
         self.db.flush_async().await.map_err(io)?;
         Ok(keys.len())
     }
@@ -275,11 +298,13 @@ impl InstallationStore for SledStore {
         let _w = self.writes.lock().await;
         let new_bot =
             inst.bot_token.is_some() && !self.tree.contains_key(bot_key.as_bytes()).map_err(io)?;
+        let count = self.bots.load(Ordering::Relaxed) + u64::from(new_bot);
+        if new_bot {
+            batch.insert(BOT_COUNT_KEY, &count.to_be_bytes());
+        }
         self.tree.apply_batch(batch).map_err(io)?;
         self.invalidate(Some(&written));
-        if new_bot {
-            self.bots.fetch_add(1, Ordering::Relaxed);
-        }
+        self.bots.store(count, Ordering::Relaxed);
         self.db.flush_async().await.map_err(io)?;
         Ok(())
     }
@@ -380,14 +405,17 @@ impl InstallationStore for SledStore {
     ) -> Result<(), StoreError> {
         let key = format!("{}{}", team_prefix(app, team)?, kind_suffix(kind)?);
         let _w = self.writes.lock().await;
-        let old = self
-            .tree
-            .insert(key.as_bytes(), self.encode(&key, inst))
-            .map_err(io)?;
-        self.invalidate(Some(&[key.as_bytes()]));
-        if old.is_none() && *kind == RecordKind::Bot {
-            self.bots.fetch_add(1, Ordering::Relaxed);
+        let new_bot =
+            *kind == RecordKind::Bot && !self.tree.contains_key(key.as_bytes()).map_err(io)?;
+        let count = self.bots.load(Ordering::Relaxed) + u64::from(new_bot);
+        let mut batch = sled::Batch::default();
+        batch.insert(key.as_bytes(), self.encode(&key, inst));
+        if new_bot {
+            batch.insert(BOT_COUNT_KEY, &count.to_be_bytes());
         }
+        self.tree.apply_batch(batch).map_err(io)?;
+        self.invalidate(Some(&[key.as_bytes()]));
+        self.bots.store(count, Ordering::Relaxed);
         self.db.flush_async().await.map_err(io)?;
         Ok(())
     }
