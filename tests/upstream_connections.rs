@@ -112,9 +112,22 @@ async fn an_upstream_answering_connection_close_costs_no_request() {
     );
 }
 
-/// An upstream that answers one request per connection and then closes it without saying so,
-/// as an app server whose keep-alive timeout is shorter than the gateway's does.
-async fn silently_closing_upstream() -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+/// What a [`raw_upstream`] saw.
+#[derive(Debug)]
+enum Seen {
+    /// One whole request (head and body), as text.
+    Request(String),
+    /// The gateway closed the connection.
+    Closed,
+}
+
+/// A bare-TCP upstream answering `200 ok` with `Content-Length`. With `drop_after_each`, it
+/// closes each connection after one answer without saying so, as an app server whose
+/// keep-alive timeout is shorter than the gateway's does; otherwise it keeps connections open
+/// and reports when the gateway closes one.
+async fn raw_upstream(
+    drop_after_each: bool,
+) -> (String, tokio::sync::mpsc::UnboundedReceiver<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (seen, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -127,36 +140,40 @@ async fn silently_closing_upstream() -> (String, tokio::sync::mpsc::UnboundedRec
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
-                // Read one request: the head, then Content-Length bytes of body.
-                let body_len = loop {
-                    let n = stream.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
+                loop {
+                    // One request: the head, then Content-Length bytes of body.
+                    let whole = loop {
+                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                            let len: usize = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .map(|v| v.trim().parse().unwrap())
+                                .unwrap_or(0);
+                            if buf.len() >= end + 4 + len {
+                                break end + 4 + len;
+                            }
+                        }
+                        let n = stream.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            let _ = seen.send(Seen::Closed);
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                    };
+                    let request: Vec<u8> = buf.drain(..whole).collect();
+                    let _ = seen.send(Seen::Request(
+                        String::from_utf8_lossy(&request).into_owned(),
+                    ));
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                    if drop_after_each {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        // Dropped: closed with no `Connection: close` ever sent.
                         return;
                     }
-                    buf.extend_from_slice(&chunk[..n]);
-                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-                        let len: usize = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .map(|v| v.trim().parse().unwrap())
-                            .unwrap_or(0);
-                        break end + 4 + len;
-                    }
-                };
-                while buf.len() < body_len {
-                    let n = stream.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
                 }
-                let _ = seen.send(String::from_utf8_lossy(&buf).into_owned());
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                    .await;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                // Dropped: closed with no `Connection: close` ever sent.
             });
         }
     });
@@ -165,7 +182,7 @@ async fn silently_closing_upstream() -> (String, tokio::sync::mpsc::UnboundedRec
 
 #[tokio::test]
 async fn an_idle_connection_the_upstream_dropped_is_replaced_not_failed() {
-    let (url, mut seen) = silently_closing_upstream().await;
+    let (url, mut seen) = raw_upstream(true).await;
     let gw = gateway_for(url, "T0CONN3").await;
     let client = keep_alive_client();
     for i in 0..4 {
@@ -175,7 +192,9 @@ async fn an_idle_connection_the_upstream_dropped_is_replaced_not_failed() {
     }
     let mut received = Vec::new();
     while let Ok(r) = seen.try_recv() {
-        received.push(r);
+        if let Seen::Request(r) = r {
+            received.push(r);
+        }
     }
     assert_eq!(received.len(), 4, "every request arrived exactly once");
     assert!(received
@@ -227,4 +246,51 @@ async fn a_reloaded_upstream_url_applies_to_open_client_connections() {
         "the same client connection now reaches the new upstream"
     );
     assert_eq!(old.count(), 1, "and nothing more reaches the old one");
+}
+
+#[tokio::test]
+async fn an_idle_client_connection_is_closed_and_takes_its_upstream_connection_with_it() {
+    let (url, mut seen) = raw_upstream(false).await;
+    let gw = TestGateway::builder(url)
+        .seed(workspace_install(
+            "T0CONN6",
+            "U0INSTALLER",
+            "xoxb-conn-token",
+        ))
+        .toml("[server]\nheader_read_timeout = \"300ms\"\n")
+        .start()
+        .await;
+    let body = event("T0CONN6");
+    let (ts, sig) = sign_now(SIGNING_SECRET, body.as_bytes());
+    let mut client = tokio::net::TcpStream::connect(gw.public).await.unwrap();
+    let request = format!(
+        "POST {EVENTS_PATH} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\nx-slack-request-timestamp: {ts}\r\nx-slack-signature: {sig}\r\ncontent-length: {}\r\n\r\n{body}",
+        gw.public,
+        body.len()
+    );
+    client.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !answer.ends_with(b"ok") {
+        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut chunk))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(n > 0, "closed before answering");
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
+    assert!(matches!(seen.recv().await, Some(Seen::Request(_))));
+
+    // Now idle: past server.header_read_timeout the gateway closes the client connection...
+    let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut chunk))
+        .await
+        .expect("the idle client connection was not closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "nothing more is sent on an idle connection");
+    // ...and the upstream connection it held goes with it.
+    let closed = tokio::time::timeout(Duration::from_secs(5), seen.recv())
+        .await
+        .expect("the upstream connection stayed open");
+    assert!(matches!(closed, Some(Seen::Closed)), "{closed:?}");
 }
