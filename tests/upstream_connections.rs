@@ -48,9 +48,12 @@ async fn send(client: &reqwest::Client, gw: &TestGateway, team: &str) -> u16 {
         .as_u16()
 }
 
+/// A gateway in front of `upstream_url` that keeps idle upstream connections for 30 s, so
+/// reuse does not depend on how fast a loaded test machine sends the next request.
 async fn gateway_for(upstream_url: String, team: &str) -> TestGateway {
     TestGateway::builder(upstream_url)
         .seed(workspace_install(team, "U0INSTALLER", "xoxb-conn-token"))
+        .toml("[upstream]\nkeepalive_timeout = \"30s\"\n")
         .start()
         .await
 }
@@ -293,4 +296,30 @@ async fn an_idle_client_connection_is_closed_and_takes_its_upstream_connection_w
         .await
         .expect("the upstream connection stayed open");
     assert!(matches!(closed, Some(Seen::Closed)), "{closed:?}");
+}
+
+#[tokio::test]
+async fn an_upstream_connection_idle_past_keepalive_timeout_is_replaced() {
+    let upstream = FakeUpstream::start().await;
+    let gw = TestGateway::builder(upstream.url())
+        .seed(workspace_install(
+            "T0CONN7",
+            "U0INSTALLER",
+            "xoxb-conn-token",
+        ))
+        .toml("[upstream]\nkeepalive_timeout = \"300ms\"\n")
+        .start()
+        .await;
+    let client = keep_alive_client();
+    assert_eq!(send(&client, &gw, "T0CONN7").await, 200);
+    // Idle longer than upstream.keepalive_timeout: the app may be closing that connection
+    // right now, so the next request goes out on a new one.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(send(&client, &gw, "T0CONN7").await, 200);
+    let all = upstream.requests();
+    assert_eq!(all.len(), 2, "each request reached the upstream once");
+    assert_ne!(
+        all[1].peer, all[0].peer,
+        "a fresh upstream connection after idling"
+    );
 }

@@ -27,6 +27,10 @@ use raw::{RawConfig, Str};
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Slack waits 3 s for an answer; the default leaves the gateway time to say 504 first.
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_millis(2500);
+/// How long an idle upstream connection is reused: below app servers' own keep-alive timeouts
+/// (gunicorn 2 s, uvicorn and Node 5 s), so the gateway rarely writes a request onto a
+/// connection the app is closing (that request would get a 502: it is never sent twice).
+pub const DEFAULT_UPSTREAM_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long an OAuth `state` stays valid.
 pub const DEFAULT_STATE_TTL: Duration = Duration::from_secs(600);
 /// How long before expiry a rotating token is refreshed.
@@ -180,6 +184,9 @@ pub struct UpstreamConfig {
     pub url: Url,
     #[serde(serialize_with = "ser_duration")]
     pub timeout: Duration,
+    /// An idle connection to the upstream is reused only within this time of its last answer.
+    #[serde(serialize_with = "ser_duration")]
+    pub keepalive_timeout: Duration,
     pub slack_paths: Vec<String>,
     pub inject_user_token: bool,
     pub headers: InjectedHeaders,
@@ -849,6 +856,11 @@ impl Cx<'_> {
             ));
         }
         let timeout = self.duration("upstream.timeout", &u.timeout, DEFAULT_UPSTREAM_TIMEOUT)?;
+        let keepalive_timeout = self.duration(
+            "upstream.keepalive_timeout",
+            &u.keepalive_timeout,
+            DEFAULT_UPSTREAM_KEEPALIVE_TIMEOUT,
+        )?;
         let slack_paths = match &u.slack_paths {
             None => vec!["/slack/events".to_owned()],
             Some(v) => {
@@ -1058,6 +1070,7 @@ impl Cx<'_> {
             upstream: UpstreamConfig {
                 url,
                 timeout,
+                keepalive_timeout,
                 slack_paths,
                 inject_user_token: u.inject_user_token.unwrap_or(false),
                 headers,

@@ -116,6 +116,7 @@ pub struct RawSignin {
 pub struct RawUpstream {
     pub url: Option<Str>,
     pub timeout: Option<Str>,
+    pub keepalive_timeout: Option<Str>,
     pub slack_paths: Option<Vec<Str>>,
     pub inject_user_token: Option<bool>,
     pub headers: Option<RawHeaders>,

@@ -38,6 +38,7 @@ fn minimal_config_gets_sane_defaults() {
     assert!(c.server.replay_protection);
     assert_eq!(c.upstream.slack_paths, vec!["/slack/events"]);
     assert_eq!(c.upstream.timeout, Duration::from_millis(2500));
+    assert_eq!(c.upstream.keepalive_timeout, Duration::from_secs(1));
     assert_eq!(
         c.oauth.redirect_uri.as_str(),
         "http://127.0.0.1:3000/slack/oauth_redirect"

@@ -93,7 +93,7 @@ pub async fn ensure_fresh(
     }
     // Boxed: the refresh path (a Slack API call) is rare and its future is large; keeping it
     // out of line keeps every request's future small.
-    Box::pin(refresh(gw, app, team, kind, &inst, before))
+    Box::pin(refresh(gw, live, app, team, kind, &inst, before))
         .await
         .map(Arc::new)
 }
@@ -101,13 +101,13 @@ pub async fn ensure_fresh(
 /// The slow path of [`ensure_fresh`]: one refresh per record at a time.
 async fn refresh(
     gw: &Gateway,
+    live: &Live,
     app: &str,
     team: &TeamRef,
     kind: RecordKind,
     inst: &Installation,
     before: u64,
 ) -> Result<Installation, RotationError> {
-    let live = gw.live();
     let cfg = &live.config;
     let key = (app.to_owned(), team.clone(), kind.clone());
     let lock = gw.rotator.lock_for(&key);

@@ -422,7 +422,13 @@ async fn forward(
     parts.version = http::Version::HTTP_11;
     let req = Request::from_parts(parts, Full::new(body));
     let timeout = live.config.upstream.timeout;
-    let resp = match tokio::time::timeout(timeout, conn.upstream.send(target, req)).await {
+    let resp = match tokio::time::timeout(
+        timeout,
+        conn.upstream
+            .send(target, live.config.upstream.keepalive_timeout, req),
+    )
+    .await
+    {
         Err(_) => {
             gw.metrics.upstream_error("timeout");
             return Err(ProxyError::UpstreamTimeout(timeout));

@@ -4,10 +4,12 @@
 //! public listener lazily opens its own keep-alive connection to the upstream and reuses it for
 //! every request it carries. Compared with a shared pool this needs no pool lock, no idle
 //! list and no connect races, and a closed client connection closes its upstream connection
-//! with it. When the upstream has closed an idle connection, the request is sent on a new one;
-//! a request is retried only when hyper reports it was never written, so nothing is sent twice.
+//! with it. A connection idle for longer than `upstream.keepalive_timeout` or closed by the
+//! upstream is replaced by a new one; a request is retried only when hyper reports it was never written, so nothing is
+//! sent twice.
 
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
@@ -73,6 +75,8 @@ impl UpstreamError {
 struct Idle {
     connect_to: String,
     sender: SendRequest<Full<Bytes>>,
+    /// When the last response (its head) came back on it.
+    used: Instant,
 }
 
 /// One downstream connection's upstream connection, opened on first use.
@@ -88,10 +92,12 @@ impl UpstreamConn {
     }
 
     /// Sends `req` (origin-form URI, `Host` set) and returns the upstream's response head;
-    /// its body streams from the connection, which is reused once the body has been read.
+    /// its body streams from the connection, which is reused once the body has been read if
+    /// the next request comes within `keepalive` (`upstream.keepalive_timeout`).
     pub async fn send(
         &self,
         target: &UpstreamTarget,
+        keepalive: Duration,
         req: Request<Full<Bytes>>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let mut req = req;
@@ -100,7 +106,11 @@ impl UpstreamConn {
             .lock()
             .expect("upstream slot lock")
             .take()
-            .filter(|i| i.connect_to == target.connect_to && !i.sender.is_closed());
+            .filter(|i| {
+                i.connect_to == target.connect_to
+                    && !i.sender.is_closed()
+                    && i.used.elapsed() < keepalive
+            });
         if let Some(mut idle) = kept {
             // Waits for the previous response's body to be read to the end.
             if idle.sender.ready().await.is_ok() {
@@ -125,11 +135,13 @@ impl UpstreamConn {
         self.put_back(Idle {
             connect_to: target.connect_to.clone(),
             sender,
+            used: Instant::now(),
         });
         Ok(resp)
     }
 
-    fn put_back(&self, idle: Idle) {
+    fn put_back(&self, mut idle: Idle) {
+        idle.used = Instant::now();
         *self.idle.lock().expect("upstream slot lock") = Some(idle);
     }
 }
