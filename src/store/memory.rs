@@ -8,8 +8,8 @@ use std::sync::RwLock;
 use async_trait::async_trait;
 
 use super::{
-    check_id, kind_suffix, parse_record_key, team_prefix, Installation, InstallationStore,
-    RecordKind, StoreError, StoredRecord, TeamRef,
+    bot_key, check_id, latest_key, parse_record_key, record_key, team_prefix, user_key,
+    Installation, InstallationStore, RecordKind, StoreError, StoredRecord, TeamRef,
 };
 
 /// Installations in memory.
@@ -68,7 +68,7 @@ impl InstallationStore for MemoryStore {
         app: &str,
         team: &TeamRef,
     ) -> Result<Option<Installation>, StoreError> {
-        Ok(self.get(&format!("{}bot", team_prefix(app, team)?)))
+        Ok(self.get(&bot_key(app, team)?))
     }
 
     async fn find_user(
@@ -77,11 +77,7 @@ impl InstallationStore for MemoryStore {
         team: &TeamRef,
         user_id: &str,
     ) -> Result<Option<Installation>, StoreError> {
-        Ok(self.get(&format!(
-            "{}user/{}",
-            team_prefix(app, team)?,
-            check_id(user_id)?
-        )))
+        Ok(self.get(&user_key(app, team, user_id)?))
     }
 
     async fn find_latest(
@@ -89,11 +85,11 @@ impl InstallationStore for MemoryStore {
         app: &str,
         team: &TeamRef,
     ) -> Result<Option<Installation>, StoreError> {
-        Ok(self.get(&format!("{}latest", team_prefix(app, team)?)))
+        Ok(self.get(&latest_key(app, team)?))
     }
 
     async fn delete_bot(&self, app: &str, team: &TeamRef) -> Result<usize, StoreError> {
-        Ok(self.remove_prefix(&format!("{}bot", team_prefix(app, team)?), true))
+        Ok(self.remove_prefix(&bot_key(app, team)?, true))
     }
 
     async fn delete_user(
@@ -102,8 +98,7 @@ impl InstallationStore for MemoryStore {
         team: &TeamRef,
         user_id: &str,
     ) -> Result<usize, StoreError> {
-        let key = format!("{}user/{}", team_prefix(app, team)?, check_id(user_id)?);
-        Ok(self.remove_prefix(&key, true))
+        Ok(self.remove_prefix(&user_key(app, team, user_id)?, true))
     }
 
     async fn delete_team(&self, app: &str, team: &TeamRef) -> Result<usize, StoreError> {
@@ -133,7 +128,7 @@ impl InstallationStore for MemoryStore {
         kind: &RecordKind,
         inst: &Installation,
     ) -> Result<(), StoreError> {
-        let key = format!("{}{}", team_prefix(app, team)?, kind_suffix(kind)?);
+        let key = record_key(app, team, kind)?;
         self.records
             .write()
             .expect("store lock")

@@ -449,13 +449,40 @@ pub(crate) fn parse_record_key(
     ))
 }
 
-/// The key suffix of a record kind under its team prefix.
-pub(crate) fn kind_suffix(kind: &RecordKind) -> Result<String, StoreError> {
-    Ok(match kind {
-        RecordKind::Bot => "bot".to_owned(),
-        RecordKind::Latest => "latest".to_owned(),
-        RecordKind::User(u) => format!("user/{}", check_id(u)?),
-    })
+/// The key of one of a team's records: [`team_prefix`] + the record kind. Backends that keep
+/// keys build them here, so both lay them out alike.
+pub(crate) fn record_key(
+    app: &str,
+    team: &TeamRef,
+    kind: &RecordKind,
+) -> Result<String, StoreError> {
+    match kind {
+        RecordKind::Bot => bot_key(app, team),
+        RecordKind::Latest => latest_key(app, team),
+        RecordKind::User(u) => user_key(app, team, u),
+    }
+}
+
+/// `…/bot`: the team's latest bot.
+pub(crate) fn bot_key(app: &str, team: &TeamRef) -> Result<String, StoreError> {
+    let mut key = team_prefix(app, team)?;
+    key.push_str("bot");
+    Ok(key)
+}
+
+/// `…/latest`: the team's latest installation.
+pub(crate) fn latest_key(app: &str, team: &TeamRef) -> Result<String, StoreError> {
+    let mut key = team_prefix(app, team)?;
+    key.push_str("latest");
+    Ok(key)
+}
+
+/// `…/user/{user_id}`: one installing user's record.
+pub(crate) fn user_key(app: &str, team: &TeamRef, user_id: &str) -> Result<String, StoreError> {
+    let mut key = team_prefix(app, team)?;
+    key.push_str("user/");
+    key.push_str(check_id(user_id)?);
+    Ok(key)
 }
 
 /// Checks an id that becomes part of a key.

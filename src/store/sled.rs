@@ -13,8 +13,8 @@ use async_trait::async_trait;
 
 use super::sealing::{self, KeyRing};
 use super::{
-    check_id, kind_suffix, parse_record_key, team_prefix, Envelope, Installation,
-    InstallationStore, RecordKind, StoreError, StoredRecord, TeamRef, RECORD_VERSION,
+    bot_key, check_id, latest_key, parse_record_key, record_key, team_prefix, user_key, Envelope,
+    Installation, InstallationStore, RecordKind, StoreError, StoredRecord, TeamRef, RECORD_VERSION,
 };
 
 const TREE: &str = "installations";
@@ -172,6 +172,17 @@ impl SledStore {
         Ok(n)
     }
 
+    /// The bot count once `batch` lands, with `added` bot records new and `removed` gone; a
+    /// changed count joins the batch, so it is written atomically with the records. Call with
+    /// `writes` held, and store the result in `bots` after the batch is applied.
+    fn count_bots(&self, batch: &mut sled::Batch, added: u64, removed: u64) -> u64 {
+        let count = (self.bots.load(Ordering::Relaxed) + added).saturating_sub(removed);
+        if added != removed {
+            batch.insert(BOT_COUNT_KEY, &count.to_be_bytes());
+        }
+        count
+    }
+
     /// A record by key: from the cache, else read, decoded and cached. Shared, not copied.
     fn get(&self, key: &str) -> Result<Option<Arc<Installation>>, StoreError> {
         let generation = {
@@ -209,10 +220,7 @@ impl SledStore {
             }
             batch.remove(k.clone());
         }
-        let count = self.bots.load(Ordering::Relaxed).saturating_sub(bots);
-        if bots > 0 {
-            batch.insert(BOT_COUNT_KEY, &count.to_be_bytes());
-        }
+        let count = self.count_bots(&mut batch, 0, bots);
         self.tree.apply_batch(batch).map_err(io)?;
         let written: Vec<&[u8]> = keys.iter().map(|k| k.as_ref()).collect();
         self.invalidate(Some(&written));
@@ -298,10 +306,7 @@ impl InstallationStore for SledStore {
         let _w = self.writes.lock().await;
         let new_bot =
             inst.bot_token.is_some() && !self.tree.contains_key(bot_key.as_bytes()).map_err(io)?;
-        let count = self.bots.load(Ordering::Relaxed) + u64::from(new_bot);
-        if new_bot {
-            batch.insert(BOT_COUNT_KEY, &count.to_be_bytes());
-        }
+        let count = self.count_bots(&mut batch, u64::from(new_bot), 0);
         self.tree.apply_batch(batch).map_err(io)?;
         self.invalidate(Some(&written));
         self.bots.store(count, Ordering::Relaxed);
@@ -348,14 +353,11 @@ impl InstallationStore for SledStore {
         app: &str,
         team: &TeamRef,
     ) -> Result<Option<Installation>, StoreError> {
-        let mut key = team_prefix(app, team)?;
-        key.push_str("latest");
-        self.get_owned(&key)
+        self.get_owned(&latest_key(app, team)?)
     }
 
     async fn delete_bot(&self, app: &str, team: &TeamRef) -> Result<usize, StoreError> {
-        let key = format!("{}bot", team_prefix(app, team)?);
-        self.remove_existing(&[key]).await
+        self.remove_existing(&[bot_key(app, team)?]).await
     }
 
     async fn delete_user(
@@ -364,8 +366,7 @@ impl InstallationStore for SledStore {
         team: &TeamRef,
         user_id: &str,
     ) -> Result<usize, StoreError> {
-        let key = format!("{}user/{}", team_prefix(app, team)?, check_id(user_id)?);
-        self.remove_existing(&[key]).await
+        self.remove_existing(&[user_key(app, team, user_id)?]).await
     }
 
     async fn delete_team(&self, app: &str, team: &TeamRef) -> Result<usize, StoreError> {
@@ -403,16 +404,13 @@ impl InstallationStore for SledStore {
         kind: &RecordKind,
         inst: &Installation,
     ) -> Result<(), StoreError> {
-        let key = format!("{}{}", team_prefix(app, team)?, kind_suffix(kind)?);
+        let key = record_key(app, team, kind)?;
         let _w = self.writes.lock().await;
         let new_bot =
             *kind == RecordKind::Bot && !self.tree.contains_key(key.as_bytes()).map_err(io)?;
-        let count = self.bots.load(Ordering::Relaxed) + u64::from(new_bot);
         let mut batch = sled::Batch::default();
         batch.insert(key.as_bytes(), self.encode(&key, inst));
-        if new_bot {
-            batch.insert(BOT_COUNT_KEY, &count.to_be_bytes());
-        }
+        let count = self.count_bots(&mut batch, u64::from(new_bot), 0);
         self.tree.apply_batch(batch).map_err(io)?;
         self.invalidate(Some(&[key.as_bytes()]));
         self.bots.store(count, Ordering::Relaxed);
@@ -453,19 +451,4 @@ impl InstallationStore for SledStore {
         self.db.flush_async().await.map_err(io)?;
         Ok(())
     }
-}
-
-/// `…/bot`: the team's bot record.
-fn bot_key(app: &str, team: &TeamRef) -> Result<String, StoreError> {
-    let mut key = team_prefix(app, team)?;
-    key.push_str("bot");
-    Ok(key)
-}
-
-/// `…/user/{user_id}`: one user's record.
-fn user_key(app: &str, team: &TeamRef, user_id: &str) -> Result<String, StoreError> {
-    let mut key = team_prefix(app, team)?;
-    key.push_str("user/");
-    key.push_str(check_id(user_id)?);
-    Ok(key)
 }
