@@ -5,8 +5,8 @@
 //! every request it carries. Compared with a shared pool this needs no pool lock, no idle
 //! list and no connect races, and a closed client connection closes its upstream connection
 //! with it. A connection idle for longer than `upstream.keepalive_timeout` or closed by the
-//! upstream is replaced by a new one; a request is retried only when hyper reports it was never written, so nothing is
-//! sent twice.
+//! upstream is replaced by a new one; a request is retried only when hyper reports it was
+//! never written, so nothing is sent twice.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -116,7 +116,7 @@ impl UpstreamConn {
             if idle.sender.ready().await.is_ok() {
                 match idle.sender.try_send_request(req).await {
                     Ok(resp) => {
-                        self.put_back(idle);
+                        self.put_back(idle.connect_to, idle.sender);
                         return Ok(resp);
                     }
                     Err(mut e) => match e.take_message() {
@@ -132,17 +132,17 @@ impl UpstreamConn {
             .send_request(req)
             .await
             .map_err(UpstreamError::Protocol)?;
-        self.put_back(Idle {
-            connect_to: target.connect_to.clone(),
-            sender,
-            used: Instant::now(),
-        });
+        self.put_back(target.connect_to.clone(), sender);
         Ok(resp)
     }
 
-    fn put_back(&self, mut idle: Idle) {
-        idle.used = Instant::now();
-        *self.idle.lock().expect("upstream slot lock") = Some(idle);
+    /// Keeps the connection for the next request, idle from now.
+    fn put_back(&self, connect_to: String, sender: SendRequest<Full<Bytes>>) {
+        *self.idle.lock().expect("upstream slot lock") = Some(Idle {
+            connect_to,
+            sender,
+            used: Instant::now(),
+        });
     }
 }
 
