@@ -96,6 +96,14 @@ fn bad_values_name_their_key() {
     let cases = [
         ("[upstream]\ntimeout = \"soon\"\n", "upstream.timeout"),
         ("[upstream]\ntimeout = \"0s\"\n", "upstream.timeout"),
+        (
+            "[upstream]\nkeepalive_timeout = \"a while\"\n",
+            "upstream.keepalive_timeout",
+        ),
+        (
+            "[upstream]\nkeepalive_timeout = \"0s\"\n",
+            "upstream.keepalive_timeout",
+        ),
         ("[upstream]\nurl = \"ftp://x\"\n", "upstream.url"),
         ("[server]\nlisten = \"nowhere\"\n", "server.listen"),
         ("[server]\nmax_body_bytes = 0\n", "server.max_body_bytes"),
