@@ -20,6 +20,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::gateway::Gateway;
 use crate::http::Body;
+use crate::proxy::headers::Client;
 use crate::proxy::upstream::UpstreamConn;
 
 /// A client must finish the TLS handshake within this time.
@@ -123,10 +124,8 @@ fn connection_builder(gw: &Gateway) -> http1::Builder {
 
 /// What the requests of one client connection share.
 pub struct Conn {
-    /// The client's address, as the socket reports it.
-    pub peer: SocketAddr,
-    /// `http` or `https`, as reported to the upstream in `X-Forwarded-Proto`.
-    pub scheme: &'static str,
+    /// The client's address and scheme, as the forwarding headers report them.
+    pub client: Client,
     /// This connection's own connection to the upstream, opened on first use.
     pub upstream: UpstreamConn,
 }
@@ -146,8 +145,7 @@ async fn serve_connection<I>(
     let shared = Arc::new((
         gw,
         Conn {
-            peer,
-            scheme,
+            client: Client::new(peer, scheme),
             upstream: UpstreamConn::new(),
         },
     ));

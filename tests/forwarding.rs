@@ -1070,11 +1070,17 @@ async fn oversized_chunked_body_is_refused_413() {
     let (status, text) = raw_http(gw.public, &req).await;
     assert_eq!(status, 200, "{text}");
     let r = up.single();
+    let length = body.len().to_string();
     assert_eq!(r.body, Bytes::from(body));
     assert_eq!(
         r.header("transfer-encoding"),
         None,
         "hop-by-hop framing is not forwarded"
+    );
+    assert_eq!(
+        r.header("content-length"),
+        Some(length.as_str()),
+        "the reassembled body goes on with its length"
     );
     assert_still_works(&gw, &up).await;
 }

@@ -51,19 +51,19 @@ impl Rotator {
 }
 
 /// The token fields of one kind of record.
-fn token_fields(
-    inst: &Installation,
+fn token_fields<'a>(
+    inst: &'a Installation,
     kind: &RecordKind,
-) -> (Option<Token>, Option<Token>, Option<i64>) {
+) -> (Option<&'a Token>, Option<&'a Token>, Option<i64>) {
     match kind {
         RecordKind::User(_) => (
-            inst.user_token.clone(),
-            inst.user_refresh_token.clone(),
+            inst.user_token.as_ref(),
+            inst.user_refresh_token.as_ref(),
             inst.user_token_expires_at,
         ),
         _ => (
-            inst.bot_token.clone(),
-            inst.bot_refresh_token.clone(),
+            inst.bot_token.as_ref(),
+            inst.bot_refresh_token.as_ref(),
             inst.bot_token_expires_at,
         ),
     }
@@ -79,11 +79,11 @@ pub fn needs_refresh(inst: &Installation, kind: &RecordKind, before_secs: u64, n
 }
 
 /// Returns `inst` with a fresh token of `kind`, refreshing (once, for everyone) if needed.
+/// The record is the one stored for `inst`'s own team.
 pub async fn ensure_fresh(
     gw: &Gateway,
     live: &Live,
     app: &str,
-    team: &TeamRef,
     kind: RecordKind,
     inst: Arc<Installation>,
 ) -> Result<Arc<Installation>, RotationError> {
@@ -93,7 +93,8 @@ pub async fn ensure_fresh(
     }
     // Boxed: the refresh path (a Slack API call) is rare and its future is large; keeping it
     // out of line keeps every request's future small.
-    Box::pin(refresh(gw, live, app, team, kind, &inst, before))
+    let team = inst.team_ref();
+    Box::pin(refresh(gw, live, app, &team, kind, &inst, before))
         .await
         .map(Arc::new)
 }
@@ -168,7 +169,7 @@ async fn refresh(
                 // Another process may have spent the refresh token: its result is in the store.
                 let reread = read(gw, app, team, &kind).await?.ok_or(RotationError::Gone)?;
                 let (_, reread_refresh, _) = token_fields(&reread, &kind);
-                if reread_refresh.as_ref() != Some(&refresh_token)
+                if reread_refresh != Some(refresh_token)
                     && !needs_refresh(&reread, &kind, 0, unix_now())
                 {
                     gw.metrics.token_refresh("lost_race_recovered");

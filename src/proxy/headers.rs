@@ -101,13 +101,32 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The client end of a connection, as the forwarding headers report it.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// The peer's address, as the socket reports it.
+    pub addr: SocketAddr,
+    /// `http` or `https`, as reported to the upstream in `X-Forwarded-Proto`.
+    pub scheme: &'static str,
+    /// The peer's IP as a header value: built once per connection, not per request.
+    ip: HeaderValue,
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr, scheme: &'static str) -> Self {
+        let ip = HeaderValue::try_from(addr.ip().to_string())
+            .expect("an IP address is a valid header value");
+        Client { addr, scheme, ip }
+    }
+}
+
 /// Prepares inbound headers for forwarding: hop-by-hop and smuggled injected names removed,
-/// `Host` left to the client (it names the upstream), forwarding headers set from `peer`.
+/// `Host` left to the client (it names the upstream), forwarding headers set from `client`.
+/// `Content-Length` is the forwarder's to check against the body it read.
 pub fn rewrite_request(
     headers: &mut HeaderMap,
     strip: &StripSet,
-    peer: SocketAddr,
-    scheme: &'static str,
+    client: &Client,
     trusted_proxies: &[IpAddr],
 ) {
     remove_hop_by_hop(headers);
@@ -120,7 +139,6 @@ pub fn rewrite_request(
         headers.remove(k);
     }
     let host = headers.remove(header::HOST);
-    headers.remove(header::CONTENT_LENGTH);
     // Folded spellings (X_Forwarded_For) are no proxy's doing, trusted or not: an upstream that
     // folds `_` into `-` would read them as the real thing.
     let folded: Vec<HeaderName> = headers
@@ -133,14 +151,17 @@ pub fn rewrite_request(
     for k in folded {
         headers.remove(k);
     }
-    let trusted = trusted_proxies.contains(&peer.ip());
-    let peer_ip = peer.ip().to_string();
-    if trusted {
-        let chain = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {peer_ip}"),
-            _ => peer_ip,
-        };
-        set(headers, X_FORWARDED_FOR, &chain);
+    let scheme = client.scheme;
+    if trusted_proxies.contains(&client.addr.ip()) {
+        match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prev) if !prev.trim().is_empty() => {
+                let chain = format!("{prev}, {}", client.addr.ip());
+                set(headers, X_FORWARDED_FOR, &chain);
+            }
+            _ => {
+                headers.insert(X_FORWARDED_FOR, client.ip.clone());
+            }
+        }
         if !headers.contains_key(X_FORWARDED_PROTO) {
             headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
         }
@@ -153,7 +174,7 @@ pub fn rewrite_request(
         for n in &FORWARDED {
             headers.remove(n);
         }
-        set(headers, X_FORWARDED_FOR, &peer_ip);
+        headers.insert(X_FORWARDED_FOR, client.ip.clone());
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
         if let Some(h) = host {
             headers.insert(X_FORWARDED_HOST, h);
@@ -200,8 +221,8 @@ mod tests {
         ])
     }
 
-    fn peer() -> SocketAddr {
-        "203.0.113.7:5555".parse().unwrap()
+    fn client() -> Client {
+        Client::new("203.0.113.7:5555".parse().unwrap(), "http")
     }
 
     #[test]
@@ -219,7 +240,7 @@ mod tests {
             );
         }
         h.insert("x-slack-signature", HeaderValue::from_static("v0=kept"));
-        rewrite_request(&mut h, &strip(), peer(), "http", &[]);
+        rewrite_request(&mut h, &strip(), &client(), &[]);
         assert!(h.iter().all(|(_, v)| v != "evil"), "{h:?}");
         assert_eq!(h.get("x-slack-signature").unwrap(), "v0=kept");
     }
@@ -235,7 +256,7 @@ mod tests {
         h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
         h.insert("upgrade", HeaderValue::from_static("websocket"));
         h.insert("x-app", HeaderValue::from_static("kept"));
-        rewrite_request(&mut h, &strip(), peer(), "http", &[]);
+        rewrite_request(&mut h, &strip(), &client(), &[]);
         for gone in ["connection", "x-secret-hop", "transfer-encoding", "upgrade"] {
             assert!(!h.contains_key(gone), "{gone} forwarded");
         }
@@ -248,7 +269,7 @@ mod tests {
         h.insert("host", HeaderValue::from_static("gw.example.com"));
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.insert("x_forwarded_proto", HeaderValue::from_static("https"));
-        rewrite_request(&mut h, &strip(), peer(), "http", &[]);
+        rewrite_request(&mut h, &strip(), &client(), &[]);
         assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.7");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
         assert_eq!(h.get("x-forwarded-host").unwrap(), "gw.example.com");
@@ -285,7 +306,7 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("198.51.100.1"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         h.insert("x_forwarded_for", HeaderValue::from_static("10.6.6.6"));
-        rewrite_request(&mut h, &strip(), peer(), "http", &[peer().ip()]);
+        rewrite_request(&mut h, &strip(), &client(), &[client().addr.ip()]);
         assert_eq!(
             h.get("x-forwarded-for").unwrap(),
             "198.51.100.1, 203.0.113.7"

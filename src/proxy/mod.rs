@@ -20,9 +20,9 @@ pub mod upstream;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Either, Full, Limited};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 
 use crate::gateway::{Gateway, Live};
@@ -114,7 +114,7 @@ pub async fn handle(
     req: Request<Incoming>,
     conn: &Conn,
 ) -> Response<Body> {
-    let peer = conn.peer;
+    let peer = conn.client.addr;
     match run(gw, live, req, conn).await {
         Ok(r) => r,
         Err(e) => {
@@ -186,12 +186,11 @@ async fn run(
     headers::rewrite_request(
         &mut parts.headers,
         &live.strip,
-        conn.peer,
-        conn.scheme,
+        &conn.client,
         &live.config.server.trusted_proxies,
     );
-    inject(live, &mut parts.headers, &resolved);
     tracing::debug!(%kind, team = ?resolved.identity.team_id, found = resolved.bot.is_some(), "forwarding");
+    inject(live, &mut parts.headers, resolved);
     forward(gw, live, conn, parts, body).await
 }
 
@@ -210,11 +209,37 @@ async fn read_body(
             return Err(ProxyError::BodyTooLarge(max));
         }
     }
-    match Limited::new(body, max).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ProxyError::BodyTooLarge(max)),
-        Err(e) => Err(ProxyError::BodyRead(e.to_string())),
+    // A body that arrives in one piece (most do: it came with its head) is kept as it is;
+    // only a body in several pieces is copied into one buffer.
+    let mut body = body;
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<BytesMut> = None;
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ProxyError::BodyRead(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers carry nothing Slack signs
+        };
+        total += data.len();
+        if total > max {
+            return Err(ProxyError::BodyTooLarge(max));
+        }
+        match (&mut first, &mut joined) {
+            (None, None) => first = Some(data),
+            (Some(f), None) => {
+                let mut buf = BytesMut::with_capacity(total);
+                buf.extend_from_slice(f);
+                buf.extend_from_slice(&data);
+                first = None;
+                joined = Some(buf);
+            }
+            (_, Some(buf)) => buf.extend_from_slice(&data),
+        }
     }
+    Ok(match joined {
+        Some(buf) => buf.freeze(),
+        None => first.unwrap_or_default(),
+    })
 }
 
 /// Stage 2: the signature, against the current and previous signing secrets.
@@ -276,15 +301,13 @@ async fn resolve_installation(
     };
     // Stage 7: rotating tokens are refreshed before they are used.
     let bot = match bot {
-        Some(b) => {
-            Some(rotation::ensure_fresh(gw, live, app, &b.team_ref(), RecordKind::Bot, b).await?)
-        }
+        Some(b) => Some(rotation::ensure_fresh(gw, live, app, RecordKind::Bot, b).await?),
         None => None,
     };
     let user = match user {
         Some(u) => {
             let kind = RecordKind::User(u.user_id.clone());
-            Some(rotation::ensure_fresh(gw, live, app, &u.team_ref(), kind, u).await?)
+            Some(rotation::ensure_fresh(gw, live, app, kind, u).await?)
         }
         None => None,
     };
@@ -350,47 +373,46 @@ async fn apply_lifecycle(
     Ok(())
 }
 
-/// Stage 8b: the injected headers, after every inbound copy was removed.
-fn inject(live: &Live, headers: &mut http::HeaderMap, r: &Resolved) {
+/// Stage 8b: the injected headers, after every inbound copy was removed. Token values come
+/// from the installation's cached header values; the ids are moved, not copied, into theirs.
+fn inject(live: &Live, headers: &mut http::HeaderMap, r: Resolved) {
     let names = &live.config.upstream.headers;
-    let id = &r.identity;
-    if let Some(t) = &id.team_id {
-        put(headers, &names.team_id, t, false);
-    }
-    if let Some(e) = &id.enterprise_id {
-        put(headers, &names.enterprise_id, e, false);
-    }
+    let id = r.identity;
     let enterprise_install = r
         .bot
         .as_ref()
         .map_or(id.is_enterprise_install, |b| b.is_enterprise_install);
-    put(
-        headers,
-        &names.enterprise_install,
-        if enterprise_install { "true" } else { "false" },
-        false,
+    if let Some(t) = id.team_id {
+        put(headers, &names.team_id, t);
+    }
+    if let Some(e) = id.enterprise_id {
+        put(headers, &names.enterprise_id, e);
+    }
+    headers.insert(
+        names.enterprise_install.clone(),
+        HeaderValue::from_static(if enterprise_install { "true" } else { "false" }),
     );
     if let Some(bot) = &r.bot {
-        if let Some(t) = &bot.bot_token {
-            put(headers, &names.bot_token, t.expose(), true);
+        if let Some(t) = bot.bot_token.as_ref().and_then(|t| t.header_value()) {
+            headers.insert(names.bot_token.clone(), t.clone());
         }
         if let Some(b) = &bot.bot_id {
-            put(headers, &names.bot_id, b, false);
+            put(headers, &names.bot_id, b.clone());
         }
         if let Some(b) = &bot.bot_user_id {
-            put(headers, &names.bot_user_id, b, false);
+            put(headers, &names.bot_user_id, b.clone());
         }
     }
-    if let Some(t) = r.user.as_ref().and_then(|u| u.user_token.as_ref()) {
-        put(headers, &names.user_token, t.expose(), true);
+    let user_token = r.user.as_ref().and_then(|u| u.user_token.as_ref());
+    if let Some(t) = user_token.and_then(|t| t.header_value()) {
+        headers.insert(names.user_token.clone(), t.clone());
     }
 }
 
-/// Sets one header; a value that cannot be a header (never the case for Slack ids and
-/// tokens) is left out rather than sent mangled.
-fn put(headers: &mut http::HeaderMap, name: &http::HeaderName, value: &str, sensitive: bool) {
-    if let Ok(mut v) = HeaderValue::from_str(value) {
-        v.set_sensitive(sensitive);
+/// Sets one header; a value that cannot be a header (never the case for Slack ids) is left
+/// out rather than sent mangled. The string's buffer becomes the header's: no copy.
+fn put(headers: &mut http::HeaderMap, name: &http::HeaderName, value: String) {
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
         headers.insert(name.clone(), v);
     }
 }
@@ -419,6 +441,18 @@ async fn forward(
         parts.uri = pq.map_or_else(|| Uri::from_static("/"), Uri::from);
     }
     parts.headers.insert(header::HOST, target.host.clone());
+    // The client's Content-Length goes on when it is the body's (it nearly always is: hyper
+    // refuses a request whose body differs from it); otherwise hyper sets the right one.
+    let mut lengths = parts.headers.get_all(header::CONTENT_LENGTH).iter();
+    let length_matches = match (lengths.next(), lengths.next()) {
+        (Some(v), None) => {
+            v.to_str().ok().and_then(|v| v.parse::<usize>().ok()) == Some(body.len())
+        }
+        _ => false,
+    };
+    if !length_matches {
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
     parts.version = http::Version::HTTP_11;
     let req = Request::from_parts(parts, Full::new(body));
     let timeout = live.config.upstream.timeout;
@@ -461,19 +495,18 @@ pub async fn forward_browser(
         headers::rewrite_request(
             &mut parts.headers,
             &live.strip,
-            conn.peer,
-            conn.scheme,
+            &conn.client,
             &live.config.server.trusted_proxies,
         );
         headers::remove_cookies(&mut parts.headers, drop_cookies);
         for (name, value) in identity {
-            put(&mut parts.headers, name, value, false);
+            put(&mut parts.headers, name, value.clone());
         }
         forward(gw, live, conn, parts, body).await
     }
     .await;
     result.unwrap_or_else(|e| {
-        tracing::info!(peer = %conn.peer, error = %e, "browser request not forwarded");
+        tracing::info!(peer = %conn.client.addr, error = %e, "browser request not forwarded");
         e.into_response()
     })
 }

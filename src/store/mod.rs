@@ -22,26 +22,66 @@ pub mod sealing;
 pub mod sled;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
+use http::HeaderValue;
 use serde::{Deserialize, Serialize};
 
 /// Version written into every stored record.
 pub const RECORD_VERSION: u32 = 1;
 
 /// A Slack token. Serializes as itself (the store and export need it) but never `Debug`s.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Token(String);
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub struct Token {
+    value: String,
+    /// The value as a (sensitive) header, built on first use: installations are shared from
+    /// the store's read cache, so a token is checked and copied once, not once per request.
+    header: OnceLock<Option<HeaderValue>>,
+}
 
 impl Token {
     pub fn new(s: impl Into<String>) -> Self {
-        Token(s.into())
+        Token {
+            value: s.into(),
+            header: OnceLock::new(),
+        }
     }
     /// The token itself, for the one header or API call that needs it.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.value
+    }
+    /// The token as a sensitive header value; `None` when it cannot be one (never the case
+    /// for Slack's tokens).
+    pub fn header_value(&self) -> Option<&HeaderValue> {
+        self.header
+            .get_or_init(|| {
+                let mut v = HeaderValue::from_str(&self.value).ok()?;
+                v.set_sensitive(true);
+                Some(v)
+            })
+            .as_ref()
+    }
+}
+
+impl PartialEq for Token {
+    fn eq(&self, other: &Self) -> bool {
+        self.value == other.value
+    }
+}
+
+impl Eq for Token {}
+
+impl From<String> for Token {
+    fn from(value: String) -> Self {
+        Token::new(value)
+    }
+}
+
+impl From<Token> for String {
+    fn from(t: Token) -> Self {
+        t.value
     }
 }
 
@@ -49,7 +89,7 @@ impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Show the token type prefix only (xoxb/xoxp/xoxe), which is not secret.
         let kind = self
-            .0
+            .value
             .split('-')
             .next()
             .filter(|p| p.starts_with("xox"))
@@ -499,4 +539,24 @@ pub(crate) fn check_id(s: &str) -> Result<&str, StoreError> {
 pub(crate) struct Envelope {
     pub v: u32,
     pub installation: Installation,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_serialize_as_strings_and_cache_a_sensitive_header() {
+        let t = Token::new("xoxb-1-abc");
+        assert_eq!(serde_json::to_string(&t).unwrap(), "\"xoxb-1-abc\"");
+        let back: Token = serde_json::from_str("\"xoxb-1-abc\"").unwrap();
+        let v = t.header_value().expect("a header value");
+        assert_eq!(v, "xoxb-1-abc");
+        assert!(v.is_sensitive());
+        // A token whose header was built equals one whose header was not.
+        assert_eq!(t, back);
+        assert_eq!(t.clone().header_value(), Some(v));
+        assert_eq!(format!("{t:?}"), "xoxb-<redacted>");
+        assert!(Token::new("bad\nvalue").header_value().is_none());
+    }
 }
