@@ -113,8 +113,20 @@ fn parse_form(body: &[u8]) -> Result<Parsed, PayloadError> {
         return Err(PayloadError::MalformedForm);
     }
     let mut f = FormFields::default();
-    for (k, v) in form_urlencoded::parse(body) {
-        let slot = match k.as_ref() {
+    // Pairs are split as `form_urlencoded::parse` splits them, but only the pairs whose key
+    // the gateway reads are decoded: a slash command has ~15 fields and needs 4.
+    for pair in body.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
+        let raw_key = pair.split(|b| *b == b'=').next().unwrap_or_default();
+        let key = if raw_key.iter().any(|b| matches!(b, b'%' | b'+')) {
+            match form_urlencoded::parse(raw_key).next() {
+                Some((k, _)) => k,
+                None => continue,
+            }
+        } else {
+            // UTF-8 was checked above, and a key split at ASCII bytes stays UTF-8.
+            Cow::Borrowed(std::str::from_utf8(raw_key).map_err(|_| PayloadError::MalformedForm)?)
+        };
+        let slot = match key.as_ref() {
             "payload" => &mut f.payload,
             "ssl_check" => &mut f.ssl_check,
             "command" => &mut f.command,
@@ -128,7 +140,8 @@ fn parse_form(body: &[u8]) -> Result<Parsed, PayloadError> {
             // A repeated key makes the request ambiguous: which one did Slack mean?
             return Err(PayloadError::MalformedForm);
         }
-        *slot = Some(v.into_owned());
+        let value = form_urlencoded::parse(pair).next().map(|(_, v)| v);
+        *slot = Some(value.unwrap_or_default().into_owned());
     }
     if f.ssl_check.as_deref() == Some("1") {
         return Ok(Parsed {
@@ -173,19 +186,56 @@ fn non_empty(s: Option<String>) -> Option<String> {
     s.filter(|s| !s.is_empty())
 }
 
+/// A JSON string, borrowed from the body unless it has escapes. (serde borrows a `Cow` only
+/// when it is a field's whole type: an `Option<Cow<str>>` would always be copied.)
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct Str<'a>(#[serde(borrow)] Cow<'a, str>);
+
+impl std::ops::Deref for Str<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The first element of a JSON array; the others are skipped, not collected.
+struct First<T>(Option<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for First<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
+            type Value = First<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<First<T>, A::Error> {
+                let first = seq.next_element()?;
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(First(first))
+            }
+        }
+        d.deserialize_seq(Visit(std::marker::PhantomData))
+    }
+}
+
 /// The fields of an Events API envelope or an interactivity payload that identity needs.
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(borrow, rename = "type")]
-    kind: Option<Cow<'a, str>>,
+    kind: Option<Str<'a>>,
     #[serde(borrow)]
-    challenge: Option<Cow<'a, str>>,
+    challenge: Option<Str<'a>>,
     #[serde(borrow)]
-    team_id: Option<Cow<'a, str>>,
+    team_id: Option<Str<'a>>,
     #[serde(borrow)]
-    enterprise_id: Option<Cow<'a, str>>,
+    enterprise_id: Option<Str<'a>>,
     #[serde(borrow)]
-    authorizations: Option<Vec<Authorization<'a>>>,
+    authorizations: Option<First<Authorization<'a>>>,
     #[serde(borrow)]
     is_enterprise_install: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -195,7 +245,7 @@ struct Envelope<'a> {
     #[serde(borrow)]
     user: Option<&'a RawValue>,
     #[serde(borrow)]
-    user_id: Option<Cow<'a, str>>,
+    user_id: Option<Str<'a>>,
     #[serde(borrow)]
     view: Option<View<'a>>,
     #[serde(borrow)]
@@ -205,9 +255,9 @@ struct Envelope<'a> {
 #[derive(Deserialize)]
 struct Authorization<'a> {
     #[serde(borrow)]
-    enterprise_id: Option<Cow<'a, str>>,
+    enterprise_id: Option<Str<'a>>,
     #[serde(borrow)]
-    team_id: Option<Cow<'a, str>>,
+    team_id: Option<Str<'a>>,
     #[serde(borrow)]
     is_enterprise_install: Option<&'a RawValue>,
 }
@@ -215,13 +265,13 @@ struct Authorization<'a> {
 #[derive(Deserialize)]
 struct View<'a> {
     #[serde(borrow)]
-    app_installed_team_id: Option<Cow<'a, str>>,
+    app_installed_team_id: Option<Str<'a>>,
 }
 
 #[derive(Deserialize)]
 struct Event<'a> {
     #[serde(borrow, rename = "type")]
-    kind: Option<Cow<'a, str>>,
+    kind: Option<Str<'a>>,
     #[serde(borrow)]
     user: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -231,9 +281,9 @@ struct Event<'a> {
 #[derive(Deserialize)]
 struct Tokens<'a> {
     #[serde(borrow, default)]
-    oauth: Vec<Cow<'a, str>>,
+    oauth: Vec<Str<'a>>,
     #[serde(borrow, default)]
-    bot: Vec<Cow<'a, str>>,
+    bot: Vec<Str<'a>>,
 }
 
 /// `{"id": "..", "team_id": "..", "enterprise_id": ".."}`: the object form of `team`, `user`
@@ -241,23 +291,23 @@ struct Tokens<'a> {
 #[derive(Deserialize)]
 struct IdObject<'a> {
     #[serde(borrow)]
-    id: Option<Cow<'a, str>>,
+    id: Option<Str<'a>>,
     #[serde(borrow)]
-    team_id: Option<Cow<'a, str>>,
+    team_id: Option<Str<'a>>,
     #[serde(borrow)]
-    enterprise_id: Option<Cow<'a, str>>,
+    enterprise_id: Option<Str<'a>>,
 }
 
 /// Reads a field that is a string in some payloads and an object in others.
 enum Shape<'a> {
-    Str(String),
+    Str(Str<'a>),
     Obj(IdObject<'a>),
 }
 
 fn shape<'a>(raw: Option<&'a RawValue>) -> Result<Option<Shape<'a>>, String> {
     let Some(raw) = raw else { return Ok(None) };
     match raw.get().as_bytes().first() {
-        Some(b'"') => serde_json::from_str::<String>(raw.get())
+        Some(b'"') => serde_json::from_str::<Str<'a>>(raw.get())
             .map(|s| Some(Shape::Str(s)))
             .map_err(|e| e.to_string()),
         Some(b'{') => serde_json::from_str::<IdObject<'a>>(raw.get())
@@ -270,8 +320,8 @@ fn shape<'a>(raw: Option<&'a RawValue>) -> Result<Option<Shape<'a>>, String> {
 
 fn shape_id(s: &Option<Shape<'_>>) -> Option<String> {
     match s {
-        Some(Shape::Str(s)) => Some(s.clone()),
-        Some(Shape::Obj(o)) => o.id.as_deref().map(str::to_owned),
+        Some(Shape::Str(s)) => Some(String::from(&**s)),
+        Some(Shape::Obj(o)) => o.id.as_deref().map(String::from),
         None => None,
     }
 }
@@ -281,8 +331,8 @@ fn truthy(raw: Option<&RawValue>) -> bool {
     matches!(raw.map(RawValue::get), Some("true" | "\"true\""))
 }
 
-fn owned(s: Option<Cow<'_, str>>) -> Option<String> {
-    s.filter(|s| !s.is_empty()).map(Cow::into_owned)
+fn owned(s: Option<&Str<'_>>) -> Option<String> {
+    s.filter(|s| !s.is_empty()).map(|s| String::from(&**s))
 }
 
 fn parse_json_event(body: &[u8]) -> Result<Parsed, PayloadError> {
@@ -327,7 +377,7 @@ fn envelope_to_parsed(env: Envelope<'_>) -> Result<Parsed, String> {
         None => "unknown".into(),
     };
     if kind == "url_verification" {
-        let challenge = env.challenge.map(Cow::into_owned).unwrap_or_default();
+        let challenge = env.challenge.map(|c| c.0.into_owned()).unwrap_or_default();
         return Ok(Parsed {
             kind,
             action: Action::UrlVerification { challenge },
@@ -344,34 +394,34 @@ fn envelope_to_parsed(env: Envelope<'_>) -> Result<Parsed, String> {
     };
 
     let mut identity = Identity::default();
-    if let Some(auth) = env.authorizations.as_ref().and_then(|a| a.first()) {
+    if let Some(auth) = env.authorizations.as_ref().and_then(|a| a.0.as_ref()) {
         // authorizations[0] wins, a null enterprise included.
-        identity.enterprise_id = owned(auth.enterprise_id.clone());
-        identity.team_id = owned(auth.team_id.clone());
+        identity.enterprise_id = owned(auth.enterprise_id.as_ref());
+        identity.team_id = owned(auth.team_id.as_ref());
         identity.is_enterprise_install = truthy(auth.is_enterprise_install);
     } else {
         identity.enterprise_id = shape_id(&enterprise)
-            .or_else(|| owned(env.enterprise_id.clone()))
+            .or_else(|| owned(env.enterprise_id.as_ref()))
             .or_else(|| match &team {
-                Some(Shape::Obj(o)) => owned(o.enterprise_id.clone()),
+                Some(Shape::Obj(o)) => owned(o.enterprise_id.as_ref()),
                 _ => None,
             })
             .filter(|s| !s.is_empty());
         identity.team_id = env
             .view
             .as_ref()
-            .and_then(|v| owned(v.app_installed_team_id.clone()))
+            .and_then(|v| owned(v.app_installed_team_id.as_ref()))
             .or_else(|| shape_id(&team))
-            .or_else(|| owned(env.team_id.clone()))
+            .or_else(|| owned(env.team_id.as_ref()))
             .or_else(|| match &user {
-                Some(Shape::Obj(o)) => owned(o.team_id.clone()),
+                Some(Shape::Obj(o)) => owned(o.team_id.as_ref()),
                 _ => None,
             })
             .filter(|s| !s.is_empty());
         identity.is_enterprise_install = truthy(env.is_enterprise_install);
     }
     identity.user_id = shape_id(&user)
-        .or_else(|| owned(env.user_id.clone()))
+        .or_else(|| owned(env.user_id.as_ref()))
         .or_else(|| shape_id(&event_user))
         .filter(|s| !s.is_empty());
 

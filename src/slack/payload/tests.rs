@@ -313,3 +313,32 @@ fn json_bodies_must_be_utf8_anywhere_but_any_utf8_text_is_fine() {
         other => panic!("expected MalformedJson, got {other:?}"),
     }
 }
+
+#[test]
+fn form_keys_and_values_are_decoded_like_any_form() {
+    // Keys are compared decoded, so an encoded key is the same field (and a repeat of it).
+    let p = form("team%5Fid=T1&user+id=U9&user_id=U%31&command=%2Fx+y&=empty&novalue&&");
+    assert_eq!(p.identity, id(None, Some("T1"), Some("U1"), false));
+    assert_eq!(
+        parse(Some(ContentKind::Form), b"team_id=T1&team%5Fid=T2"),
+        Err(PayloadError::MalformedForm)
+    );
+    // A key without `=` is a field with an empty value.
+    let p = form("team_id&user_id=U1&command=%2Fx");
+    assert_eq!(p.identity.team_id, None);
+}
+
+#[test]
+fn json_strings_with_escapes_are_decoded() {
+    let p = json(
+        r#"{"type":"event_callback","team_id":"T\u0031","event":{"type":"message","user":"U\u0032"},
+            "authorizations":[{"enterprise_id":null,"team_id":"T\u0031"},{"team_id":7},"not an object"]}"#,
+    );
+    assert_eq!(p.identity, id(None, Some("T1"), Some("U2"), false));
+    // Only the first authorization is read; the others need only be valid JSON.
+    let bad = r#"{"type":"event_callback","authorizations":[{"team_id":"T1"},{"team_id":}]}"#;
+    assert!(matches!(
+        parse(Some(ContentKind::Json), bad.as_bytes()),
+        Err(PayloadError::MalformedJson(_))
+    ));
+}
