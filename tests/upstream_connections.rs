@@ -131,6 +131,17 @@ enum Seen {
 async fn raw_upstream(
     drop_after_each: bool,
 ) -> (String, tokio::sync::mpsc::UnboundedReceiver<Seen>) {
+    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec();
+    raw_upstream_answering(vec![ok], drop_after_each).await
+}
+
+/// [`raw_upstream`] answering the n-th request on each connection with `answers[n % len]`,
+/// written in pieces of at most 1000 bytes.
+async fn raw_upstream_answering(
+    answers: Vec<Vec<u8>>,
+    drop_after_each: bool,
+) -> (String, tokio::sync::mpsc::UnboundedReceiver<Seen>) {
+    let answers = std::sync::Arc::new(answers);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (seen, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -140,7 +151,9 @@ async fn raw_upstream(
                 continue;
             };
             let seen = seen.clone();
+            let answers = answers.clone();
             tokio::spawn(async move {
+                let mut answered = 0usize;
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
                 loop {
@@ -168,9 +181,13 @@ async fn raw_upstream(
                     let _ = seen.send(Seen::Request(
                         String::from_utf8_lossy(&request).into_owned(),
                     ));
-                    let _ = stream
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .await;
+                    let answer = &answers[answered % answers.len()];
+                    answered += 1;
+                    for piece in answer.chunks(1000) {
+                        if stream.write_all(piece).await.is_err() {
+                            return;
+                        }
+                    }
                     if drop_after_each {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         // Dropped: closed with no `Connection: close` ever sent.
@@ -322,4 +339,93 @@ async fn an_upstream_connection_idle_past_keepalive_timeout_is_replaced() {
         all[1].peer, all[0].peer,
         "a fresh upstream connection after idling"
     );
+}
+
+#[tokio::test]
+async fn response_bodies_of_every_shape_are_relayed_whole_on_one_upstream_connection() {
+    let big: Vec<u8> = (0..2 * 1024 * 1024)
+        .map(|i| b'a' + (i % 26) as u8)
+        .collect();
+    let with_length = |status: &str, body: &[u8]| {
+        let mut r = format!(
+            "HTTP/1.1 {status}\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        r.extend_from_slice(body);
+        r
+    };
+    let answers = vec![
+        b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(),
+        with_length("200 OK", b""),
+        with_length("200 OK", &big),
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+            .to_vec(),
+        with_length("200 OK", b"ok"),
+        with_length("201 Created", &big),
+    ];
+    let expected: Vec<(u16, &[u8])> = vec![
+        (204, b""),
+        (200, b""),
+        (200, &big),
+        (200, b"hello world"),
+        (200, b"ok"),
+        (201, &big),
+    ];
+    let (url, mut seen) = raw_upstream_answering(answers, false).await;
+    let gw = gateway_for(url, "T0CONN6").await;
+    let client = keep_alive_client();
+    for (i, (status, body)) in expected.iter().enumerate() {
+        let event = event("T0CONN6");
+        let (ts, sig) = sign_now(SIGNING_SECRET, event.as_bytes());
+        let resp = client
+            .post(gw.url(EVENTS_PATH))
+            .header("content-type", "application/json")
+            .header("x-slack-request-timestamp", ts)
+            .header("x-slack-signature", sig)
+            .body(event)
+            .send()
+            .await
+            .unwrap();
+        // Answers follow each other on one upstream connection: a new connection would start
+        // the upstream's list over and answer 204.
+        assert_eq!(resp.status().as_u16(), *status, "response {i}");
+        let got = resp.bytes().await.unwrap();
+        assert!(
+            got == *body,
+            "response {i}: {} bytes, not {}",
+            got.len(),
+            body.len()
+        );
+    }
+    let mut requests = 0;
+    while let Ok(s) = seen.try_recv() {
+        match s {
+            Seen::Request(_) => requests += 1,
+            Seen::Closed => panic!("the upstream connection was closed between requests"),
+        }
+    }
+    assert_eq!(requests, expected.len());
+
+    // A client that leaves in the middle of a big response costs nobody anything.
+    let event = event("T0CONN6");
+    let (ts, sig) = sign_now(SIGNING_SECRET, event.as_bytes());
+    let mut raw = tokio::net::TcpStream::connect(gw.public).await.unwrap();
+    raw.write_all(
+        format!(
+            "POST {EVENTS_PATH} HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n\
+             x-slack-request-timestamp: {ts}\r\nx-slack-signature: {sig}\r\n\
+             content-length: {}\r\n\r\n{event}",
+            event.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut some = [0u8; 64];
+    let _ = raw.read(&mut some).await.unwrap();
+    drop(raw);
+    let client = keep_alive_client();
+    assert_eq!(send(&client, &gw, "T0CONN6").await, 204);
+    assert_eq!(send(&client, &gw, "T0CONN6").await, 200);
 }
