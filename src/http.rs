@@ -1,13 +1,13 @@
 //! Small HTTP vocabulary shared by every listener: the response body type and the helpers
 //! that build the gateway's own answers.
 
-use crate::proxy::upstream::UpstreamBody;
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::{Either, Full};
+use hyper::body::Incoming;
 
 /// A response body: the gateway's own (`Full`) or the upstream's, relayed as it streams.
-pub type Body = Either<Full<Bytes>, UpstreamBody>;
+pub type Body = Either<Full<Bytes>, Incoming>;
 
 /// A body the gateway wrote itself.
 pub fn full(b: impl Into<Bytes>) -> Body {
