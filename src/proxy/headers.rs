@@ -86,19 +86,36 @@ impl StripSet {
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
+    let doomed = doomed_names(headers, |name| HOP_BY_HOP.contains(name));
+    for n in doomed {
         headers.remove(n);
     }
-    for n in &HOP_BY_HOP {
-        headers.remove(n);
+}
+
+/// The names to remove: every hop-by-hop name present, those the `Connection` header lists,
+/// and those `also` picks. One pass comparing names (most requests carry none of them) is
+/// cheaper than a hashed removal for every name that might be there.
+fn doomed_names(headers: &HeaderMap, also: impl Fn(&HeaderName) -> bool) -> Vec<HeaderName> {
+    let mut doomed = Vec::new();
+    let mut has_connection = false;
+    for name in headers.keys() {
+        if HOP_BY_HOP.contains(name) {
+            has_connection |= name == header::CONNECTION;
+            doomed.push(name.clone());
+        } else if also(name) {
+            doomed.push(name.clone());
+        }
     }
+    if has_connection {
+        let listed = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok());
+        doomed.extend(listed);
+    }
+    doomed
 }
 
 /// The client end of a connection, as the forwarding headers report it.
@@ -129,30 +146,27 @@ pub fn rewrite_request(
     client: &Client,
     trusted_proxies: &[IpAddr],
 ) {
-    remove_hop_by_hop(headers);
-    let smuggled: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| strip.matches(k))
-        .cloned()
-        .collect();
-    for k in smuggled {
-        headers.remove(k);
+    let trusted = trusted_proxies.contains(&client.addr.ip());
+    let doomed = doomed_names(headers, |name| {
+        if FORWARDED.contains(name) {
+            // A trusted proxy's forwarding headers are extended below; anyone else's go.
+            !trusted
+        } else {
+            // Smuggled injected names, and folded spellings of the forwarding headers
+            // (X_Forwarded_For): no proxy's doing, trusted or not, and an upstream that folds
+            // `_` into `-` would read them as the real thing.
+            strip.matches(name)
+                || FORWARDED
+                    .iter()
+                    .any(|f| folds_to(name.as_str(), f.as_str()))
+        }
+    });
+    for n in doomed {
+        headers.remove(n);
     }
     let host = headers.remove(header::HOST);
-    // Folded spellings (X_Forwarded_For) are no proxy's doing, trusted or not: an upstream that
-    // folds `_` into `-` would read them as the real thing.
-    let folded: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| {
-            !FORWARDED.contains(k) && FORWARDED.iter().any(|f| folds_to(k.as_str(), f.as_str()))
-        })
-        .cloned()
-        .collect();
-    for k in folded {
-        headers.remove(k);
-    }
     let scheme = client.scheme;
-    if trusted_proxies.contains(&client.addr.ip()) {
+    if trusted {
         match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
             Some(prev) if !prev.trim().is_empty() => {
                 let chain = format!("{prev}, {}", client.addr.ip());
@@ -171,9 +185,6 @@ pub fn rewrite_request(
             }
         }
     } else {
-        for n in &FORWARDED {
-            headers.remove(n);
-        }
         headers.insert(X_FORWARDED_FOR, client.ip.clone());
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
         if let Some(h) = host {
@@ -316,5 +327,29 @@ mod tests {
             !h.contains_key("x_forwarded_for"),
             "a folded spelling is nobody's chain"
         );
+    }
+
+    #[test]
+    fn forwarding_headers_of_untrusted_peers_go_and_hop_by_hop_beats_trust() {
+        let mut h = HeaderMap::new();
+        h.insert("forwarded", HeaderValue::from_static("for=10.0.0.9"));
+        h.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
+        rewrite_request(&mut h, &strip(), &client(), &[]);
+        assert!(!h.contains_key("forwarded"));
+        assert!(
+            !h.contains_key("x-forwarded-host"),
+            "no Host, no X-Forwarded-Host"
+        );
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.7");
+
+        // A header the Connection header lists is hop-by-hop, even from a trusted proxy.
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("X-Forwarded-For"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("198.51.100.1"));
+        rewrite_request(&mut h, &strip(), &client(), &[client().addr.ip()]);
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.7");
     }
 }
