@@ -4,7 +4,7 @@
 //! numbers, reasons and results are `&'static str`. Nothing user-controlled (paths, team ids)
 //! and nothing secret ever becomes a label.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -73,6 +73,10 @@ pub struct Metrics {
     last_reload_success: Gauge<f64, std::sync::atomic::AtomicU64>,
     upstream_errors: Family<ReasonLabel, Counter>,
     installations: Gauge,
+    /// Handles on the series every forwarded Slack request updates (metrics share their
+    /// value with their clones): no label hashing or map lookup on the hot path.
+    slack_ok: OnceLock<Counter>,
+    slack_latency: OnceLock<Histogram>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -164,10 +168,34 @@ impl Metrics {
             last_reload_success,
             upstream_errors,
             installations,
+            slack_ok: OnceLock::new(),
+            slack_latency: OnceLock::new(),
         }
     }
 
     pub fn observe_request(&self, route: Route, status: u16, elapsed: Duration) {
+        if route == Route::Slack {
+            let route = route.as_str();
+            self.slack_latency
+                .get_or_init(|| self.latency.get_or_create(&RouteLabel { route }).clone())
+                .observe(elapsed.as_secs_f64());
+            if status == 200 {
+                let status = 200;
+                self.slack_ok
+                    .get_or_init(|| {
+                        (*self
+                            .requests
+                            .get_or_create(&RequestLabels { route, status }))
+                        .clone()
+                    })
+                    .inc();
+            } else {
+                self.requests
+                    .get_or_create(&RequestLabels { route, status })
+                    .inc();
+            }
+            return;
+        }
         let route = route.as_str();
         self.requests
             .get_or_create(&RequestLabels { route, status })
@@ -216,5 +244,35 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    #[test]
+    fn requests_are_counted_by_route_and_status_through_the_hot_path_too() {
+        let m = Metrics::new();
+        let ms = Duration::from_millis(1);
+        m.observe_request(Route::Slack, 200, ms);
+        m.observe_request(Route::Slack, 200, ms);
+        m.observe_request(Route::Slack, 401, ms);
+        m.observe_request(Route::Install, 200, ms);
+        let store: Arc<dyn InstallationStore> = Arc::new(MemoryStore::new());
+        let text = m.render(&store);
+        for line in [
+            r#"slack_gateway_requests_total{route="slack",status="200"} 2"#,
+            r#"slack_gateway_requests_total{route="slack",status="401"} 1"#,
+            r#"slack_gateway_requests_total{route="install",status="200"} 1"#,
+            r#"slack_gateway_request_duration_seconds_count{route="slack"} 3"#,
+            r#"slack_gateway_request_duration_seconds_count{route="install"} 1"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
     }
 }
