@@ -156,10 +156,7 @@ async fn connect(target: &UpstreamTarget) -> Result<SendRequest<Full<Bytes>>, Up
             source,
         })?;
     let _ = stream.set_nodelay(true);
-    // Head and body (a Slack request is a few KiB) in one write, not a vectored one.
-    let (sender, conn) = http1::Builder::new()
-        .writev(false)
-        .handshake(TokioIo::new(stream))
+    let (sender, conn) = http1::handshake(TokioIo::new(stream))
         .await
         .map_err(UpstreamError::Handshake)?;
     tokio::spawn(async move {
