@@ -21,27 +21,7 @@ source "$BENCH/lib.sh"
 bench_setup
 bench_build
 
-H="$BENCH/harness"
-OFF="${PORT_OFFSET:-0}"
-P() { echo $(($1 + OFF)); }
-SECRET="${SLACK_SIGNING_SECRET:-$(cd "$H/gen" && python3 -c 'import gen_signed; print(gen_signed.DEFAULT_SECRET)')}"
-INST="$H/data/installations.json"
-[[ -f "$INST" ]] || python3 "$H/gen/gen_signed.py" installations --n 1000 --out "$INST"
-TMP="$(mktemp -d -t slack-gateway-ab.XXXXXX)"
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-wait_port() {
-    for _ in $(seq 1 300); do
-        (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
+bench_local ab
 
 UP="$(P 9060)"
 UPSTREAM_ADDR="127.0.0.1:$UP" UPSTREAM_THREADS=1 taskset -c 0 "$H/rust/target/release/upstream" >"$TMP/upstream.log" 2>&1 &

@@ -1,4 +1,5 @@
-# Sourced by bench/run.sh and bench/memory.sh: setup check and the gateway build.
+# Sourced by the bench scripts: setup check, the gateway build, and (bench_local) the
+# shared set-up of the scripts that start their own targets (cpusplit.sh, ab.sh).
 #
 #   GATEWAY_REV       build and measure this commit (any git revision: HEAD, a tag, a sha)
 #                     from a clean `git archive` export instead of the working tree, so that
@@ -48,4 +49,32 @@ bench_build() {
     export BENCH_SEED="${BENCH_SEED:-$target/release/examples/bench_seed}"
     export GATEWAY_DESC
     [[ -x "$GATEWAY_BIN" && -x "$BENCH_SEED" ]] || { echo "missing $GATEWAY_BIN or $BENCH_SEED" >&2; return 1; }
+}
+
+# For scripts that start their own upstream and targets in the pinned layout: sets H (the
+# harness), P (a port shifted by PORT_OFFSET), SECRET, INST (the harness's 1000 installations,
+# generated if missing), TMP (a temp folder named after $1) and PIDS (killed, with TMP removed,
+# on exit), and defines wait_port PORT.
+bench_local() {
+    H="$BENCH/harness"
+    OFF="${PORT_OFFSET:-0}"
+    SECRET="${SLACK_SIGNING_SECRET:-$(cd "$H/gen" && python3 -c 'import gen_signed; print(gen_signed.DEFAULT_SECRET)')}"
+    INST="$H/data/installations.json"
+    [[ -f "$INST" ]] || python3 "$H/gen/gen_signed.py" installations --n 1000 --out "$INST"
+    TMP="$(mktemp -d -t "slack-gateway-$1.XXXXXX")"
+    PIDS=()
+    trap bench_local_cleanup EXIT
+}
+P() { echo $(($1 + ${OFF:-0})); }
+bench_local_cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$TMP"
+}
+wait_port() {
+    for _ in $(seq 1 300); do
+        (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
 }
