@@ -174,35 +174,28 @@ impl Metrics {
     }
 
     pub fn observe_request(&self, route: Route, status: u16, elapsed: Duration) {
-        if route == Route::Slack {
-            let route = route.as_str();
-            self.slack_latency
-                .get_or_init(|| self.latency.get_or_create(&RouteLabel { route }).clone())
-                .observe(elapsed.as_secs_f64());
-            if status == 200 {
-                let status = 200;
-                self.slack_ok
-                    .get_or_init(|| {
-                        (*self
-                            .requests
-                            .get_or_create(&RequestLabels { route, status }))
-                        .clone()
-                    })
-                    .inc();
-            } else {
-                self.requests
-                    .get_or_create(&RequestLabels { route, status })
-                    .inc();
-            }
-            return;
+        let label = route.as_str();
+        let latency = || self.latency.get_or_create(&RouteLabel { route: label });
+        let requests = || {
+            self.requests.get_or_create(&RequestLabels {
+                route: label,
+                status,
+            })
+        };
+        // The Slack route's series through kept handles (a metric shares its value with its
+        // clones): no label hashing or map lookup for every forwarded request.
+        let seconds = elapsed.as_secs_f64();
+        match route {
+            Route::Slack => self
+                .slack_latency
+                .get_or_init(|| latency().clone())
+                .observe(seconds),
+            _ => latency().observe(seconds),
         }
-        let route = route.as_str();
-        self.requests
-            .get_or_create(&RequestLabels { route, status })
-            .inc();
-        self.latency
-            .get_or_create(&RouteLabel { route })
-            .observe(elapsed.as_secs_f64());
+        match (route, status) {
+            (Route::Slack, 200) => self.slack_ok.get_or_init(|| requests().clone()).inc(),
+            _ => requests().inc(),
+        };
     }
 
     pub fn signature_failure(&self, reason: &'static str) {

@@ -31,8 +31,8 @@ fn keep_alive_client() -> reqwest::Client {
         .unwrap()
 }
 
-/// A signed event for `team` over `client`; returns the status.
-async fn send(client: &reqwest::Client, gw: &TestGateway, team: &str) -> u16 {
+/// A signed event for `team` over `client`; returns the response.
+async fn post(client: &reqwest::Client, gw: &TestGateway, team: &str) -> reqwest::Response {
     let body = event(team);
     let (ts, sig) = sign_now(SIGNING_SECRET, body.as_bytes());
     client
@@ -44,8 +44,11 @@ async fn send(client: &reqwest::Client, gw: &TestGateway, team: &str) -> u16 {
         .send()
         .await
         .unwrap()
-        .status()
-        .as_u16()
+}
+
+/// [`post`], returning the status.
+async fn send(client: &reqwest::Client, gw: &TestGateway, team: &str) -> u16 {
+    post(client, gw, team).await.status().as_u16()
 }
 
 /// A gateway in front of `upstream_url` that keeps idle upstream connections for 30 s, so
@@ -376,17 +379,7 @@ async fn response_bodies_of_every_shape_are_relayed_whole_on_one_upstream_connec
     let gw = gateway_for(url, "T0CONN6").await;
     let client = keep_alive_client();
     for (i, (status, body)) in expected.iter().enumerate() {
-        let event = event("T0CONN6");
-        let (ts, sig) = sign_now(SIGNING_SECRET, event.as_bytes());
-        let resp = client
-            .post(gw.url(EVENTS_PATH))
-            .header("content-type", "application/json")
-            .header("x-slack-request-timestamp", ts)
-            .header("x-slack-signature", sig)
-            .body(event)
-            .send()
-            .await
-            .unwrap();
+        let resp = post(&client, &gw, "T0CONN6").await;
         // Answers follow each other on one upstream connection: a new connection would start
         // the upstream's list over and answer 204.
         assert_eq!(resp.status().as_u16(), *status, "response {i}");
