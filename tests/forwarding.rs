@@ -1545,3 +1545,24 @@ async fn upstream_slower_than_the_timeout_is_504() {
     assert_eq!(a.status, 200, "{}", a.text());
     assert_eq!(a.text(), "upstream ok");
 }
+
+#[tokio::test]
+async fn a_content_length_beside_chunked_framing_is_not_forwarded() {
+    // Chunked framing wins over Content-Length (RFC 9112 §6.3); the stale length must not go
+    // upstream with the reassembled body, or the app would read a truncated request.
+    let (up, gw) = seeded().await;
+    let body = event_for("T1");
+    let chunks: Vec<&[u8]> = body.as_bytes().chunks(100).collect();
+    let req = chunked_signed_request(gw.public, EVENTS_PATH, "application/json", &chunks);
+    let req = String::from_utf8(req).unwrap().replacen(
+        "Transfer-Encoding: chunked\r\n",
+        "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+        1,
+    );
+    let (status, text) = raw_http(gw.public, req.as_bytes()).await;
+    assert_eq!(status, 200, "{text}");
+    let r = up.single();
+    let lengths: Vec<_> = r.headers.get_all("content-length").iter().collect();
+    assert_eq!(lengths, [body.len().to_string().as_str()]);
+    assert_eq!(r.body, Bytes::from(body));
+}
