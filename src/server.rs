@@ -5,6 +5,8 @@
 //! up to the grace period; keep-alive connections are closed after their current request.
 
 use std::convert::Infallible;
+
+use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +23,7 @@ use tokio::sync::{watch, Semaphore};
 use crate::gateway::Gateway;
 use crate::http::Body;
 use crate::proxy::headers::Client;
+use crate::proxy::lane::{Rewind, Served};
 use crate::proxy::upstream::UpstreamConn;
 
 /// A client must finish the TLS handshake within this time.
@@ -50,6 +53,7 @@ pub async fn serve(
     // The connection cap is fixed for the listener's life (server.max_connections is
     // restart-only); the per-connection limits follow the live config.
     let limit = Arc::new(Semaphore::new(gw.live().config.server.max_connections));
+    let draining = shutdown.clone();
     let stopped = async move {
         let _ = shutdown.wait_for(|s| *s).await;
     };
@@ -78,18 +82,24 @@ pub async fn serve(
         let gw = gw.clone();
         let builder = connection_builder(&gw);
         let watcher = graceful.watcher();
+        let draining = draining.clone();
         tokio::spawn(async move {
+            let conn = Connection {
+                gw,
+                builder,
+                watcher,
+                draining,
+                peer,
+                which,
+            };
             match tls {
-                None => serve_connection(gw, builder, watcher, stream, peer, which, "http").await,
+                None => conn.serve(stream, "http").await,
                 Some(tls) => {
                     let handshake =
                         tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream))
                             .await;
                     match handshake {
-                        Ok(Ok(stream)) => {
-                            serve_connection(gw, builder, watcher, stream, peer, which, "https")
-                                .await
-                        }
+                        Ok(Ok(stream)) => conn.serve(stream, "https").await,
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
@@ -133,35 +143,60 @@ pub struct Conn {
     pub upstream: UpstreamConn,
 }
 
-/// Serves one connection's requests until it closes or the listener drains.
-async fn serve_connection<I>(
+/// One accepted connection and what serving it needs.
+struct Connection {
     gw: Arc<Gateway>,
     builder: http1::Builder,
     watcher: hyper_util::server::graceful::Watcher,
-    io: I,
+    /// Flips when the listener shuts down: the fast lane's signal to stop after the
+    /// current request (hyper's is the watcher).
+    draining: Shutdown,
     peer: SocketAddr,
     which: Listener,
-    scheme: &'static str,
-) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let shared = Arc::new((
-        gw,
-        Conn {
+}
+
+impl Connection {
+    /// Serves the connection's requests until it closes or the listener drains: Slack's
+    /// plain requests on the public listener in the fast lane, everything from the first
+    /// other request on with hyper.
+    async fn serve<I>(self, io: I, scheme: &'static str)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection {
+            gw,
+            builder,
+            watcher,
+            mut draining,
+            peer,
+            which,
+        } = self;
+        let conn = Conn {
             client: Client::new(peer, scheme),
             upstream: UpstreamConn::new(),
-        },
-    ));
-    let svc = service_fn(move |req| {
-        let shared = shared.clone();
-        async move {
-            let (gw, conn) = &*shared;
-            Ok::<_, Infallible>(route(gw, req, conn, which).await)
+        };
+        let mut io = io;
+        let read = match which {
+            Listener::Public => {
+                match crate::proxy::lane::serve(&gw, &mut io, &conn.client, &mut draining).await {
+                    Served::Closed => return,
+                    Served::HandOver(read) => read,
+                }
+            }
+            Listener::Admin => Bytes::new(),
+        };
+        let shared = Arc::new((gw, conn));
+        let svc = service_fn(move |req| {
+            let shared = shared.clone();
+            async move {
+                let (gw, conn) = &*shared;
+                Ok::<_, Infallible>(route(gw, req, conn, which).await)
+            }
+        });
+        let conn = builder.serve_connection(TokioIo::new(Rewind::new(read, io)), svc);
+        if let Err(e) = watcher.watch(conn).await {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
         }
-    });
-    let conn = builder.serve_connection(TokioIo::new(io), svc);
-    if let Err(e) = watcher.watch(conn).await {
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
 

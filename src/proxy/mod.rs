@@ -15,6 +15,7 @@
 //! succeeded.
 
 pub mod headers;
+pub mod lane;
 pub mod replay;
 pub mod upstream;
 
@@ -107,45 +108,64 @@ struct Resolved {
     user: Option<Arc<Installation>>,
 }
 
-/// Handles a request to a Slack path. Never panics on input; every refusal is a status.
+/// Handles a request to a Slack path served by hyper (the fast lane, [`lane`], takes the
+/// plain ones). Never panics on input; every refusal is a status.
 pub async fn handle(
     gw: &Arc<Gateway>,
     live: &Arc<Live>,
     req: Request<Incoming>,
     conn: &Conn,
 ) -> Response<Body> {
-    let peer = conn.client.addr;
-    match run(gw, live, req, conn).await {
-        Ok(r) => r,
-        Err(e) => {
-            match &e {
-                ProxyError::Signature(reason) => {
-                    gw.metrics.signature_failure(reason.as_str());
-                    tracing::info!(%peer, reason = reason.as_str(), "refused unsigned or badly signed request");
-                }
-                ProxyError::Store(_)
-                | ProxyError::UpstreamUnavailable(_)
-                | ProxyError::UpstreamTimeout(_) => {
-                    tracing::warn!(%peer, error = %e, "slack request failed");
-                }
-                _ => tracing::info!(%peer, error = %e, "refused slack request"),
-            }
-            e.into_response()
+    let result = async {
+        if req.method() != Method::POST {
+            return Err(ProxyError::MethodNotAllowed);
+        }
+        let (parts, body) = req.into_parts();
+        let body = read_body(body, &parts.headers, live.config.server.max_body_bytes).await?;
+        match decide(gw, live, parts, body, &conn.client).await? {
+            Step::Answer(r) => Ok(r),
+            Step::Forward(parts, body) => forward(gw, live, conn, parts, body).await,
         }
     }
+    .await;
+    result.unwrap_or_else(|e| refuse(gw, conn.client.addr, e))
 }
 
-async fn run(
+/// A refusal: counted, logged (the detail in the log, a short reason to the client) and
+/// answered.
+fn refuse(gw: &Gateway, peer: std::net::SocketAddr, e: ProxyError) -> Response<Body> {
+    match &e {
+        ProxyError::Signature(reason) => {
+            gw.metrics.signature_failure(reason.as_str());
+            tracing::info!(%peer, reason = reason.as_str(), "refused unsigned or badly signed request");
+        }
+        ProxyError::Store(_)
+        | ProxyError::UpstreamUnavailable(_)
+        | ProxyError::UpstreamTimeout(_) => {
+            tracing::warn!(%peer, error = %e, "slack request failed");
+        }
+        _ => tracing::info!(%peer, error = %e, "refused slack request"),
+    }
+    e.into_response()
+}
+
+/// What the pipeline decided for a request whose body has been read.
+enum Step {
+    /// Answered by the gateway itself: a challenge, an `ssl_check`.
+    Answer(Response<Body>),
+    /// To the upstream: the request's parts with their headers rewritten, and its body.
+    Forward(http::request::Parts, Bytes),
+}
+
+/// Stages 2 to 8b, the same for both transports: signature, parsing, local answers, the
+/// installation, lifecycle events, header hygiene and injection.
+async fn decide(
     gw: &Arc<Gateway>,
     live: &Arc<Live>,
-    req: Request<Incoming>,
-    conn: &Conn,
-) -> Result<Response<Body>, ProxyError> {
-    if req.method() != Method::POST {
-        return Err(ProxyError::MethodNotAllowed);
-    }
-    let (mut parts, body) = req.into_parts();
-    let body = read_body(body, &parts.headers, live.config.server.max_body_bytes).await?;
+    mut parts: http::request::Parts,
+    body: Bytes,
+    client: &headers::Client,
+) -> Result<Step, ProxyError> {
     let kind = payload::content_kind(
         parts
             .headers
@@ -156,7 +176,7 @@ async fn run(
     if let Err(reason) = verify_signature(gw, live, &parts.headers, &body) {
         // Slack's one unsigned request; answered, never forwarded.
         if payload::is_ssl_check(kind, &body) {
-            return Ok(empty(StatusCode::OK));
+            return Ok(Step::Answer(empty(StatusCode::OK)));
         }
         return Err(ProxyError::Signature(reason));
     }
@@ -168,12 +188,12 @@ async fn run(
     } = payload::parse(kind, &body)?;
     match &action {
         Action::UrlVerification { challenge } => {
-            return Ok(json(
+            return Ok(Step::Answer(json(
                 StatusCode::OK,
                 &serde_json::json!({ "challenge": challenge }),
-            ));
+            )));
         }
-        Action::SslCheck => return Ok(empty(StatusCode::OK)),
+        Action::SslCheck => return Ok(Step::Answer(empty(StatusCode::OK))),
         _ => {}
     }
 
@@ -186,12 +206,12 @@ async fn run(
     headers::rewrite_request(
         &mut parts.headers,
         &live.strip,
-        &conn.client,
+        client,
         &live.config.server.trusted_proxies,
     );
     tracing::debug!(%kind, team = ?resolved.identity.team_id, found = resolved.bot.is_some(), "forwarding");
     inject(live, &mut parts.headers, resolved);
-    forward(gw, live, conn, parts, body).await
+    Ok(Step::Forward(parts, body))
 }
 
 /// Stage 1: the body, bounded by `server.max_body_bytes`.
@@ -426,6 +446,29 @@ async fn forward(
     body: Bytes,
 ) -> Result<Response<Body>, ProxyError> {
     let target = &live.upstream;
+    prepare_upstream_request(live, &mut parts, body.len())?;
+    let req = Request::from_parts(parts, Full::new(body));
+    let timeout = live.config.upstream.timeout;
+    let sent = tokio::time::timeout(
+        timeout,
+        conn.upstream
+            .send(target, live.config.upstream.keepalive_timeout, req),
+    )
+    .await;
+    let resp = upstream_outcome(gw, timeout, sent)?;
+    let (mut parts, body) = resp.into_parts();
+    headers::remove_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(parts, Either::Right(body)))
+}
+
+/// Stage 8c for both transports: the request target the upstream sees (`upstream.url`'s path
+/// prefix, origin form), its `Host`, and a `Content-Length` only when it is the body's.
+fn prepare_upstream_request(
+    live: &Live,
+    parts: &mut http::request::Parts,
+    body_len: usize,
+) -> Result<(), ProxyError> {
+    let target = &live.upstream;
     if !target.path_prefix.is_empty() {
         let path_and_query = parts
             .uri
@@ -441,42 +484,41 @@ async fn forward(
         parts.uri = pq.map_or_else(|| Uri::from_static("/"), Uri::from);
     }
     parts.headers.insert(header::HOST, target.host.clone());
-    // The client's Content-Length goes on when it is the body's. hyper already sees to that
-    // (it refuses a body that differs from it, keeps one copy of a repeated value and drops it
-    // beside chunked framing); the check keeps the forwarder from relying on it. Otherwise
-    // hyper's client sets the length of the body it sends.
+    // The client's Content-Length goes on when it is the body's. hyper and the lane already
+    // see to that (they refuse a body that differs from it, keep one copy of a repeated value
+    // and drop it beside chunked framing); the check keeps the forwarder from relying on it.
+    // Otherwise the sender sets the length of the body it sends.
     let length_matches = parts
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok())
-        == Some(body.len());
+        == Some(body_len);
     if !length_matches {
         parts.headers.remove(header::CONTENT_LENGTH);
     }
     parts.version = http::Version::HTTP_11;
-    let req = Request::from_parts(parts, Full::new(body));
-    let timeout = live.config.upstream.timeout;
-    let resp = match tokio::time::timeout(
-        timeout,
-        conn.upstream
-            .send(target, live.config.upstream.keepalive_timeout, req),
-    )
-    .await
-    {
+    Ok(())
+}
+
+/// An exchange with the upstream bounded by `upstream.timeout`, as a stage's result: a
+/// timeout is a 504, anything else that went wrong a 502; both are counted.
+fn upstream_outcome<T>(
+    gw: &Gateway,
+    timeout: std::time::Duration,
+    sent: Result<Result<T, upstream::UpstreamError>, tokio::time::error::Elapsed>,
+) -> Result<T, ProxyError> {
+    match sent {
         Err(_) => {
             gw.metrics.upstream_error("timeout");
-            return Err(ProxyError::UpstreamTimeout(timeout));
+            Err(ProxyError::UpstreamTimeout(timeout))
         }
         Ok(Err(e)) => {
             gw.metrics.upstream_error(e.kind());
-            return Err(ProxyError::UpstreamUnavailable(error_chain(&e)));
+            Err(ProxyError::UpstreamUnavailable(error_chain(&e)))
         }
-        Ok(Ok(r)) => r,
-    };
-    let (mut parts, body) = resp.into_parts();
-    headers::remove_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(parts, Either::Right(body)))
+        Ok(Ok(r)) => Ok(r),
+    }
 }
 
 /// Forwards a browser request to the upstream (Sign in with Slack's protected paths): body

@@ -60,6 +60,10 @@ pub enum UpstreamError {
     Handshake(#[source] hyper::Error),
     #[error("{0}")]
     Protocol(#[source] hyper::Error),
+    #[error("talking to the upstream: {0}")]
+    Io(#[source] std::io::Error),
+    #[error("{0}")]
+    Response(&'static str),
 }
 
 impl UpstreamError {
@@ -67,7 +71,10 @@ impl UpstreamError {
     pub fn kind(&self) -> &'static str {
         match self {
             UpstreamError::Connect { .. } => "connect",
-            UpstreamError::Handshake(_) | UpstreamError::Protocol(_) => "protocol",
+            UpstreamError::Handshake(_)
+            | UpstreamError::Protocol(_)
+            | UpstreamError::Io(_)
+            | UpstreamError::Response(_) => "protocol",
         }
     }
 }
