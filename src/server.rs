@@ -28,6 +28,8 @@ use crate::proxy::upstream::UpstreamConn;
 
 /// A client must finish the TLS handshake within this time.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for a closing connection's orderly shutdown.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pause after a failed accept (out of file descriptors, say) before trying again.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -175,11 +177,17 @@ impl Connection {
             client: Client::new(peer, scheme),
             upstream: UpstreamConn::new(),
         };
+        use tokio::io::AsyncWriteExt as _;
         let mut io = io;
         let read = match which {
             Listener::Public => {
                 match crate::proxy::lane::serve(&gw, &mut io, &conn.client, &mut draining).await {
-                    Served::Closed => return,
+                    Served::Closed => {
+                        // An orderly close (TLS sends its close_notify), bounded: the peer
+                        // may be gone or not reading.
+                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, io.shutdown()).await;
+                        return;
+                    }
                     Served::HandOver(read) => read,
                 }
             }

@@ -45,6 +45,8 @@ const MAX_RESPONSE_HEADERS: usize = 100;
 const MAX_RESPONSE_HEAD: usize = 400 * 1024;
 /// Reads ask for at least this much room.
 const READ_SIZE: usize = 8 * 1024;
+/// A body's buffer grows by at most this much per read.
+const BODY_READ_STEP: usize = 64 * 1024;
 /// A response body up to this size goes out in the same write as its head.
 const COALESCE: usize = 16 * 1024;
 /// Room for the headers the pipeline adds (forwarding, identity, tokens).
@@ -69,58 +71,34 @@ pub async fn serve<I>(
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut buf = BytesMut::with_capacity(READ_SIZE);
-    let mut upstream: Option<Upstream> = None;
-    let mut out = Vec::new();
-    loop {
-        let (head, live) = match read_head(gw, io, &mut buf, shutdown).await {
-            Next::Slack(head, live) => (head, live),
-            Next::Closed => return Served::Closed,
-            Next::Other(bytes) => return Served::HandOver(bytes),
-        };
-        let started = Instant::now();
-        let Head {
-            parts,
-            content_length,
-            mut close,
-        } = head;
-        while buf.len() < content_length {
-            buf.reserve(content_length - buf.len());
-            match io.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return Served::Closed,
-                Ok(_) => {}
-            }
-        }
-        let body = buf.split_to(content_length).freeze();
-        close |= *shutdown.borrow();
-
-        let step = decide(gw, &live, parts, body, client).await;
-        let status = match step {
-            Ok(Step::Forward(parts, body)) => {
-                let relayed = Exchange {
-                    gw,
-                    live: &live,
-                    slot: &mut upstream,
-                    out: &mut out,
-                    started,
-                }
-                .forward(io, parts, body, &mut close)
-                .await;
-                match relayed {
-                    Relayed::Done(status) => status,
-                    Relayed::Failed(e) => {
-                        respond(gw, io, refuse(gw, client.addr, e), close, &mut out, started).await
-                    }
-                    Relayed::Broken => return Served::Closed,
-                }
-            }
-            Ok(Step::Answer(r)) => respond(gw, io, r, close, &mut out, started).await,
-            Err(e) => respond(gw, io, refuse(gw, client.addr, e), close, &mut out, started).await,
-        };
-        if status == 0 || close || *shutdown.borrow() {
-            return Served::Closed;
-        }
+    Lane {
+        gw,
+        io,
+        client,
+        shutdown,
+        buf: BytesMut::with_capacity(READ_SIZE),
+        out: Vec::new(),
+        upstream: None,
+        close: false,
     }
+    .run()
+    .await
+}
+
+/// One client connection in the lane.
+struct Lane<'a, I> {
+    gw: &'a Arc<Gateway>,
+    io: &'a mut I,
+    client: &'a Client,
+    shutdown: &'a mut Shutdown,
+    /// Bytes read from the client and not used yet.
+    buf: BytesMut,
+    /// The write buffer: an upstream request's head, then a response for the client.
+    out: Vec<u8>,
+    /// This client connection's own upstream connection, while it is open and idle.
+    upstream: Option<Upstream>,
+    /// The connection closes after the current response.
+    close: bool,
 }
 
 /// A request head the lane takes.
@@ -141,49 +119,221 @@ enum Next {
     Other(Bytes),
 }
 
-/// Reads until a complete head is buffered, within `server.header_read_timeout`; an idle
-/// connection closes when the listener shuts down. The head is judged by the config live
-/// when it arrived, so a reload applies to the next request of an open connection.
-async fn read_head<I>(gw: &Gateway, io: &mut I, buf: &mut BytesMut, shutdown: &mut Shutdown) -> Next
+/// What became of a forwarded request.
+enum Relayed {
+    /// The upstream's response went to the client whole.
+    Done,
+    /// Nothing was relayed: the client gets this error.
+    Failed(super::ProxyError),
+    /// The response broke off midway (either side): the client connection has to close.
+    Broken,
+}
+
+impl<I> Lane<'_, I>
 where
-    I: AsyncRead + Unpin,
+    I: AsyncRead + AsyncWrite + Unpin,
 {
-    let deadline = tokio::time::Instant::now() + gw.live().config.server.header_read_timeout;
-    loop {
-        if !buf.is_empty() {
-            let live = gw.live();
-            match parse_head(buf, &live) {
-                Parse::Partial if buf.len() >= MAX_HEAD_BYTES => {
-                    // Too large: hyper refuses it (431).
-                    return Next::Other(buf.split().freeze());
+    async fn run(mut self) -> Served {
+        loop {
+            let (head, live) = match self.read_head().await {
+                Next::Slack(head, live) => (head, live),
+                Next::Closed => return Served::Closed,
+                Next::Other(bytes) => return Served::HandOver(bytes),
+            };
+            let started = Instant::now();
+            self.close = head.close;
+            let Some(body) = self.read_body(head.content_length).await else {
+                return Served::Closed;
+            };
+            let (gw, client) = (self.gw, self.client);
+            let written = match decide(gw, &live, head.parts, body, client).await {
+                Ok(Step::Forward(parts, body)) => {
+                    match self.forward(&live, parts, body, started).await {
+                        Relayed::Done => true,
+                        Relayed::Failed(e) => {
+                            self.respond(refuse(gw, client.addr, e), started).await
+                        }
+                        Relayed::Broken => false,
+                    }
                 }
-                Parse::Partial => {}
-                Parse::Slack(head) => return Next::Slack(head, live),
-                Parse::Other => return Next::Other(buf.split().freeze()),
+                Ok(Step::Answer(r)) => self.respond(r, started).await,
+                Err(e) => self.respond(refuse(gw, client.addr, e), started).await,
+            };
+            if !written || self.close {
+                return Served::Closed;
             }
-        } else if *shutdown.borrow() {
-            return Next::Closed;
-        }
-        if buf.capacity() - buf.len() < READ_SIZE / 2 {
-            buf.reserve(READ_SIZE);
-        }
-        // Under load the bytes are usually there already: try once before arming a timer.
-        let n = match poll_once(io.read_buf(buf)).await {
-            Some(r) => r,
-            None => tokio::select! {
-                biased;
-                r = tokio::time::timeout_at(deadline, io.read_buf(buf)) => match r {
-                    Ok(r) => r,
-                    Err(_) => return Next::Closed,
-                },
-                _ = shutdown.changed(), if buf.is_empty() => return Next::Closed,
-            },
-        };
-        match n {
-            Ok(0) | Err(_) => return Next::Closed,
-            Ok(_) => {}
         }
     }
+
+    /// True when the response being written is the connection's last. Read again for each
+    /// response: the listener may have begun draining while the request was with the
+    /// pipeline or the upstream.
+    fn closing(&mut self) -> bool {
+        self.close |= *self.shutdown.borrow();
+        self.close
+    }
+
+    /// Reads until a complete head is buffered, within `server.header_read_timeout`; an
+    /// idle connection closes when the listener shuts down. The head is judged by the config
+    /// live when it arrived, so a reload applies to the next request of an open connection.
+    async fn read_head(&mut self) -> Next {
+        let deadline =
+            tokio::time::Instant::now() + self.gw.live().config.server.header_read_timeout;
+        // Bytes already known not to end the head: each read is searched once, not the whole
+        // head again (a head arriving a byte at a time would cost quadratic time).
+        let mut searched = 0;
+        loop {
+            if head_may_end(&self.buf, searched) {
+                let live = self.gw.live();
+                match parse_head(&mut self.buf, &live) {
+                    Parse::Partial => {}
+                    Parse::Slack(head) => return Next::Slack(head, live),
+                    Parse::Other => return Next::Other(self.buf.split().freeze()),
+                }
+            }
+            if self.buf.len() >= MAX_HEAD_BYTES {
+                // Too large: hyper refuses it (431).
+                return Next::Other(self.buf.split().freeze());
+            }
+            if self.buf.is_empty() && *self.shutdown.borrow() {
+                return Next::Closed;
+            }
+            searched = self.buf.len();
+            if self.buf.capacity() - self.buf.len() < READ_SIZE / 2 {
+                self.buf.reserve(READ_SIZE);
+            }
+            // Under load the bytes are usually there already: try once before arming a timer.
+            let read = match poll_once(self.io.read_buf(&mut self.buf)).await {
+                Some(r) => r,
+                None => tokio::select! {
+                    biased;
+                    r = tokio::time::timeout_at(deadline, self.io.read_buf(&mut self.buf)) => {
+                        match r {
+                            Ok(r) => r,
+                            Err(_) => return Next::Closed,
+                        }
+                    }
+                    _ = self.shutdown.changed(), if self.buf.is_empty() => return Next::Closed,
+                },
+            };
+            match read {
+                Ok(0) | Err(_) => return Next::Closed,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// The body, `len` bytes (already checked against `server.max_body_bytes`). The buffer
+    /// grows with the bytes that arrive, not with what the head announced.
+    async fn read_body(&mut self, len: usize) -> Option<Bytes> {
+        while self.buf.len() < len {
+            self.buf.reserve((len - self.buf.len()).min(BODY_READ_STEP));
+            match self.io.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+        Some(self.buf.split_to(len).freeze())
+    }
+
+    /// Stages 8c and 9: sends the request on this connection's upstream connection and
+    /// relays the answer as it comes.
+    async fn forward(
+        &mut self,
+        live: &Live,
+        mut parts: http::request::Parts,
+        body: Bytes,
+        started: Instant,
+    ) -> Relayed {
+        if let Err(e) = prepare_upstream_request(live, &mut parts, body.len()) {
+            return Relayed::Failed(e);
+        }
+        encode_request(&mut self.out, &parts, body.len());
+        drop(parts);
+        // Let the other connections' ready requests be read and checked first, so the
+        // upstream requests of one batch go out together: written one at a time, each would
+        // wake the upstream while the gateway still has work (more context switches, a
+        // slower whole when both share a CPU).
+        tokio::task::yield_now().await;
+        let timeout = live.config.upstream.timeout;
+        let sent = tokio::time::timeout(
+            timeout,
+            exchange(
+                &mut self.upstream,
+                &live.upstream,
+                live.config.upstream.keepalive_timeout,
+                &mut self.out,
+                &body,
+            ),
+        )
+        .await;
+        drop(body);
+        let (mut up, resp) = match upstream_outcome(self.gw, timeout, sent) {
+            Ok(r) => r,
+            Err(e) => return Relayed::Failed(e),
+        };
+        self.gw
+            .metrics
+            .observe_request(Route::Slack, resp.status, started.elapsed());
+        if self.closing() {
+            self.out.extend_from_slice(b"connection: close\r\n");
+        }
+        self.out.extend_from_slice(b"\r\n");
+        match relay_body(self.io, &mut up, resp.framing, &mut self.out).await {
+            Ok(()) => {
+                if resp.reusable && up.buf.is_empty() {
+                    up.used = Instant::now();
+                    self.upstream = Some(up);
+                }
+                Relayed::Done
+            }
+            Err(_) => Relayed::Broken,
+        }
+    }
+
+    /// Writes the gateway's own answer; false when the client is gone.
+    async fn respond(&mut self, resp: Response<Body>, started: Instant) -> bool {
+        let (parts, body) = resp.into_parts();
+        self.gw
+            .metrics
+            .observe_request(Route::Slack, parts.status.as_u16(), started.elapsed());
+        let body = body
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        let close = self.closing();
+        let out = &mut self.out;
+        out.clear();
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(parts.status.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+        out.extend_from_slice(b"\r\n");
+        for (name, value) in &parts.headers {
+            if name != header::CONTENT_LENGTH {
+                put_header(out, name.as_str().as_bytes(), value.as_bytes());
+            }
+        }
+        let mut n = itoa::Buffer::new();
+        put_header(out, b"content-length", n.format(body.len()).as_bytes());
+        put_date(out);
+        if close {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&body);
+        write_out(self.io, out).await.is_ok()
+    }
+}
+
+/// Whether `buf` may hold a complete head, given that its first `searched` bytes held no
+/// end: an empty line (CRLF CRLF, or bare LFs, which httparse accepts too) ending after them.
+fn head_may_end(buf: &[u8], searched: usize) -> bool {
+    let from = searched.saturating_sub(3);
+    buf.get(from..).is_some_and(|tail| {
+        tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n")
+    })
 }
 
 /// Polls `fut` once: its output, or `None` when it would wait.
@@ -216,7 +366,8 @@ fn parse_head(buf: &mut BytesMut, live: &Live) -> Parse {
     };
     let target = req.path.unwrap_or("");
     let path = target.split('?').next().unwrap_or("");
-    if req.method != Some("POST")
+    if len > MAX_HEAD_BYTES
+        || req.method != Some("POST")
         || req.version != Some(1)
         || !target.starts_with('/')
         || !live.config.upstream.slack_paths.iter().any(|p| p == path)
@@ -305,137 +456,6 @@ fn has_token(value: &[u8], token: &[u8]) -> bool {
     value
         .split(|&b| b == b',')
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-}
-
-/// What became of a forwarded request.
-enum Relayed {
-    /// The upstream's response went to the client whole, with this status.
-    Done(u16),
-    /// Nothing was relayed: the client gets this error.
-    Failed(super::ProxyError),
-    /// The response broke off midway (either side): the client connection has to close.
-    Broken,
-}
-
-/// What forwarding one request needs from its connection.
-struct Exchange<'a> {
-    gw: &'a Gateway,
-    live: &'a Live,
-    /// This client connection's upstream connection, when one is open and idle.
-    slot: &'a mut Option<Upstream>,
-    /// The connection's write buffer: the request head, then the response head.
-    out: &'a mut Vec<u8>,
-    started: Instant,
-}
-
-impl Exchange<'_> {
-    /// Stages 8c and 9: sends the request on this connection's upstream connection and
-    /// relays the answer as it comes.
-    async fn forward<I>(
-        self,
-        io: &mut I,
-        mut parts: http::request::Parts,
-        body: Bytes,
-        close: &mut bool,
-    ) -> Relayed
-    where
-        I: AsyncWrite + Unpin,
-    {
-        let Exchange {
-            gw,
-            live,
-            slot,
-            out,
-            started,
-        } = self;
-        if let Err(e) = prepare_upstream_request(live, &mut parts, body.len()) {
-            return Relayed::Failed(e);
-        }
-        encode_request(out, &parts, body.len());
-        drop(parts);
-        let timeout = live.config.upstream.timeout;
-        let sent = tokio::time::timeout(
-            timeout,
-            exchange(
-                slot,
-                &live.upstream,
-                live.config.upstream.keepalive_timeout,
-                out,
-                &body,
-            ),
-        )
-        .await;
-        drop(body);
-        let (mut up, resp) = match upstream_outcome(gw, timeout, sent) {
-            Ok(r) => r,
-            Err(e) => return Relayed::Failed(e),
-        };
-        gw.metrics
-            .observe_request(Route::Slack, resp.status, started.elapsed());
-        if resp.framing == Framing::UntilClose {
-            *close = true;
-        }
-        if *close {
-            out.extend_from_slice(b"connection: close\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
-        match relay_body(io, &mut up, resp.framing, out).await {
-            Ok(()) => {
-                if resp.reusable && up.buf.is_empty() {
-                    up.used = Instant::now();
-                    *slot = Some(up);
-                }
-                Relayed::Done(resp.status)
-            }
-            Err(_) => Relayed::Broken,
-        }
-    }
-}
-
-/// Writes the gateway's own answer; returns its status, or 0 when the client is gone.
-async fn respond<I>(
-    gw: &Gateway,
-    io: &mut I,
-    resp: Response<Body>,
-    close: bool,
-    out: &mut Vec<u8>,
-    started: Instant,
-) -> u16
-where
-    I: AsyncWrite + Unpin,
-{
-    let (parts, body) = resp.into_parts();
-    let status = parts.status.as_u16();
-    gw.metrics
-        .observe_request(Route::Slack, status, started.elapsed());
-    let body = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
-    out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(parts.status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for (name, value) in &parts.headers {
-        if name != header::CONTENT_LENGTH {
-            put_header(out, name.as_str().as_bytes(), value.as_bytes());
-        }
-    }
-    let mut n = itoa::Buffer::new();
-    put_header(out, b"content-length", n.format(body.len()).as_bytes());
-    put_date(out);
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(&body);
-    match write_out(io, out).await {
-        Ok(()) => status,
-        Err(_) => 0,
-    }
 }
 
 fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -638,7 +658,8 @@ const HOP_BY_HOP: [&[u8]; 7] = [
 
 /// Parses the buffered response head and writes it into `out` for the client (without the
 /// blank line that ends it): status line as HTTP/1.1, hop-by-hop headers (and those
-/// `Connection` names) removed, a `Date` added when missing. `None` while incomplete.
+/// `Connection` names) removed, a `Date` added when missing, a body that ends with the
+/// connection announced as chunked. `None` while incomplete.
 fn rewrite_response_head(buf: &[u8], out: &mut Vec<u8>) -> Result<Option<HeadRead>, UpstreamError> {
     let mut raw = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
     let mut resp = httparse::Response::new(&mut raw);
@@ -648,19 +669,21 @@ fn rewrite_response_head(buf: &[u8], out: &mut Vec<u8>) -> Result<Option<HeadRea
         Err(_) => return Err(UpstreamError::Response("malformed response head")),
     };
     let status = resp.code.unwrap_or(0);
+    if !(100..=999).contains(&status) {
+        return Err(UpstreamError::Response("invalid status code"));
+    }
     if status == 101 {
         return Err(UpstreamError::Response(
             "unexpected 101 Switching Protocols",
         ));
     }
-    if (100..200).contains(&status) {
+    if status < 200 {
         return Ok(Some(Interim(len)));
     }
     let mut length: Option<u64> = None;
     let mut chunked = None;
     let mut close = resp.version != Some(1);
     let mut listed: Vec<&[u8]> = Vec::new();
-    let mut has_date = false;
     for h in resp.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
@@ -683,16 +706,13 @@ fn rewrite_response_head(buf: &[u8], out: &mut Vec<u8>) -> Result<Option<HeadRea
                     listed.push(token);
                 }
             }
-        } else if name.eq_ignore_ascii_case(b"date") {
-            has_date = true;
         }
     }
     let framing = match (status, chunked, length) {
         (204 | 304, _, _) => Framing::Empty,
         (_, Some(true), _) => Framing::Chunked,
-        (_, Some(false), _) => Framing::UntilClose,
+        (_, Some(false), _) | (_, None, None) => Framing::UntilClose,
         (_, None, Some(n)) => Framing::Length(n),
-        (_, None, None) => Framing::UntilClose,
     };
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -701,20 +721,36 @@ fn rewrite_response_head(buf: &[u8], out: &mut Vec<u8>) -> Result<Option<HeadRea
     out.push(b' ');
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
+    let mut has_date = false;
     for h in resp.headers.iter() {
         let name = h.name.as_bytes();
-        let dropped = HOP_BY_HOP.iter().any(|n| name.eq_ignore_ascii_case(n))
-            || listed.iter().any(|n| name.eq_ignore_ascii_case(n))
-            // Framing is the transfer coding's when there is one (RFC 9112 §6.3).
-            || (chunked.is_some() && name.eq_ignore_ascii_case(b"content-length"));
+        let framing_header = name.eq_ignore_ascii_case(b"content-length")
+            || name.eq_ignore_ascii_case(b"transfer-encoding");
+        let dropped = if framing_header {
+            // The headers that frame the body stay with the body they frame, whatever
+            // `Connection` says; the length gives way to a transfer coding (RFC 9112 §6.3),
+            // and a body that ends with the connection is re-framed as chunked below.
+            (chunked.is_some() && name.eq_ignore_ascii_case(b"content-length"))
+                || framing == Framing::UntilClose
+        } else {
+            HOP_BY_HOP.iter().any(|n| name.eq_ignore_ascii_case(n))
+                || listed.iter().any(|n| name.eq_ignore_ascii_case(n))
+        };
         if !dropped {
+            has_date |= name.eq_ignore_ascii_case(b"date");
             put_header(out, name, h.value);
         }
     }
     if !has_date {
         put_date(out);
     }
-    let reusable = !close && framing != Framing::UntilClose;
+    if framing == Framing::UntilClose {
+        put_header(out, b"transfer-encoding", b"chunked");
+    }
+    // A length beside a transfer coding may be an attempt at response splitting: relayed
+    // without the length, but the connection is not used again (RFC 9112 §6.3).
+    let reusable =
+        !close && framing != Framing::UntilClose && !(chunked.is_some() && length.is_some());
     Ok(Some(Final(
         ResponseHead {
             status,
@@ -725,8 +761,10 @@ fn rewrite_response_head(buf: &[u8], out: &mut Vec<u8>) -> Result<Option<HeadRea
     )))
 }
 
-/// Relays the body after the head already in `out`, with its own framing as it is. A body
-/// that is small and already here goes in the same write as the head.
+/// Relays the body after the head already in `out`: with its own framing as it is, or, for a
+/// body that ends with the upstream connection, as chunks (the client connection can stay
+/// open, and a cut-off body cannot pass for a whole one). A body that is small and already
+/// here goes in the same write as the head.
 async fn relay_body<I>(
     io: &mut I,
     up: &mut Upstream,
@@ -741,7 +779,7 @@ where
         _ => 0,
     };
     let mut chunks = ChunkedEnd::default();
-    let mut head = Some(out);
+    let mut first = true;
     loop {
         let buffered = &up.buf[..];
         let (take, done) = match framing {
@@ -753,17 +791,25 @@ where
             Framing::Chunked => chunks.scan(buffered)?,
             Framing::UntilClose => (buffered.len(), false),
         };
-        match head.take() {
-            Some(out) if take <= COALESCE => {
-                out.extend_from_slice(&buffered[..take]);
+        let piece = &buffered[..take];
+        if framing == Framing::UntilClose {
+            if !first {
+                out.clear();
+            }
+            if !piece.is_empty() {
+                put_chunk(out, piece);
+            }
+            io.write_all(out).await?;
+        } else if first && take <= COALESCE {
+            out.extend_from_slice(piece);
+            io.write_all(out).await?;
+        } else {
+            if first {
                 io.write_all(out).await?;
             }
-            Some(out) => {
-                io.write_all(out).await?;
-                io.write_all(&buffered[..take]).await?;
-            }
-            None => io.write_all(&buffered[..take]).await?,
+            io.write_all(piece).await?;
         }
+        first = false;
         up.buf.advance(take);
         if let Framing::Length(_) = framing {
             left -= take as u64;
@@ -771,27 +817,46 @@ where
         if done {
             return io.flush().await;
         }
+        // What is written goes out before waiting for more (TLS buffers otherwise).
+        io.flush().await?;
         if up.read_more().await? == 0 {
             return match framing {
-                Framing::UntilClose => io.flush().await,
+                Framing::UntilClose => {
+                    io.write_all(b"0\r\n\r\n").await?;
+                    io.flush().await
+                }
                 _ => Err(io::ErrorKind::UnexpectedEof.into()),
             };
         }
     }
 }
 
-/// Finds the end of a chunked body (RFC 9112 §7.1) in the bytes as they come.
+/// Appends `data` as one chunk of a chunked body.
+fn put_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    use std::io::Write as _;
+    let _ = write!(out, "{:x}\r\n", data.len());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Finds the end of a chunked body (RFC 9112 §7.1) in the bytes as they come, strictly: the
+/// bytes are relayed as they are, so any leniency here (a bare LF, stray bytes after a size)
+/// could let a client see the body end elsewhere and read the rest as another response.
+/// Anything irregular is an error, and the client connection is closed.
 #[derive(Debug, Default)]
 struct ChunkedEnd {
     state: Chunk,
     size: u64,
     digits: u8,
+    /// Bytes of chunk extensions and trailer fields so far.
+    extra: usize,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum Chunk {
     #[default]
     Size,
+    SizeSpace,
     Extension,
     SizeLf,
     Data,
@@ -803,6 +868,10 @@ enum Chunk {
     EndLf,
 }
 
+/// Most bytes of chunk extensions and trailer fields one body may carry (hyper allows 16 KiB
+/// of extensions).
+const MAX_CHUNK_EXTRA: usize = 16 * 1024;
+
 impl ChunkedEnd {
     /// Scans `bytes`: how many belong to the body, and whether the body ended there.
     fn scan(&mut self, bytes: &[u8]) -> io::Result<(usize, bool)> {
@@ -812,9 +881,9 @@ impl ChunkedEnd {
             let b = bytes[i];
             match self.state {
                 Chunk::Data => {
-                    let take = (bytes.len() - i).min(self.size as usize);
-                    i += take;
-                    self.size -= take as u64;
+                    let take = ((bytes.len() - i) as u64).min(self.size);
+                    i += take as usize;
+                    self.size -= take;
                     if self.size == 0 {
                         self.state = Chunk::DataCr;
                     }
@@ -825,19 +894,26 @@ impl ChunkedEnd {
                         self.size = self.size * 16 + u64::from(d);
                         self.digits += 1;
                     }
-                    None if self.digits > 0 && matches!(b, b';' | b' ' | b'\t') => {
-                        self.state = Chunk::Extension
-                    }
-                    None if self.digits > 0 && b == b'\r' => self.state = Chunk::SizeLf,
+                    None if self.digits > 0 => self.after_size(b)?,
                     _ => return Err(bad()),
                 },
-                Chunk::Extension => {
-                    if b == b'\r' {
-                        self.state = Chunk::SizeLf;
-                    } else if b == b'\n' {
-                        return Err(bad());
+                Chunk::SizeSpace => self.after_size(b)?,
+                Chunk::Extension | Chunk::Trailer => match b {
+                    b'\r' => {
+                        self.state = if self.state == Chunk::Extension {
+                            Chunk::SizeLf
+                        } else {
+                            Chunk::TrailerLf
+                        }
                     }
-                }
+                    b'\t' | b' '..=b'~' | 0x80.. => {
+                        self.extra += 1;
+                        if self.extra > MAX_CHUNK_EXTRA {
+                            return Err(bad());
+                        }
+                    }
+                    _ => return Err(bad()),
+                },
                 Chunk::SizeLf if b == b'\n' => {
                     self.state = if self.size == 0 {
                         Chunk::TrailerStart
@@ -851,9 +927,10 @@ impl ChunkedEnd {
                     self.digits = 0;
                 }
                 Chunk::TrailerStart if b == b'\r' => self.state = Chunk::EndLf,
-                Chunk::TrailerStart => self.state = Chunk::Trailer,
-                Chunk::Trailer if b == b'\r' => self.state = Chunk::TrailerLf,
-                Chunk::Trailer => {}
+                Chunk::TrailerStart if b != b'\n' => {
+                    self.state = Chunk::Trailer;
+                    continue; // the byte is the trailer line's: checked there
+                }
                 Chunk::TrailerLf if b == b'\n' => self.state = Chunk::TrailerStart,
                 Chunk::EndLf if b == b'\n' => return Ok((i + 1, true)),
                 _ => return Err(bad()),
@@ -862,17 +939,35 @@ impl ChunkedEnd {
         }
         Ok((i, false))
     }
+
+    /// After a chunk size: spaces, then an extension or the end of the line.
+    fn after_size(&mut self, b: u8) -> io::Result<()> {
+        self.state = match b {
+            b' ' | b'\t' => Chunk::SizeSpace,
+            b';' => Chunk::Extension,
+            b'\r' => Chunk::SizeLf,
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "malformed chunk size",
+                ))
+            }
+        };
+        Ok(())
+    }
 }
 
 /// An I/O object that first yields `prefix`, then reads from `inner`: how a connection the
 /// lane has read from is handed to hyper.
 pub struct Rewind<I> {
-    prefix: Bytes,
+    /// Dropped once read, so the lane's buffer is not kept for the connection's life.
+    prefix: Option<Bytes>,
     inner: I,
 }
 
 impl<I> Rewind<I> {
     pub fn new(prefix: Bytes, inner: I) -> Self {
+        let prefix = (!prefix.is_empty()).then_some(prefix);
         Rewind { prefix, inner }
     }
 }
@@ -883,10 +978,13 @@ impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix[..n]);
-            self.prefix.advance(n);
+        if let Some(prefix) = &mut self.prefix {
+            let n = prefix.len().min(buf.remaining());
+            buf.put_slice(&prefix[..n]);
+            prefix.advance(n);
+            if prefix.is_empty() {
+                self.prefix = None;
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
@@ -920,5 +1018,243 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Scans `body` cut into pieces at every position: the end is found at the same byte.
+    fn chunked_end(body: &[u8]) -> io::Result<Option<usize>> {
+        let whole = ChunkedEnd::default().scan(body)?;
+        let whole = whole.1.then_some(whole.0);
+        for cut in 1..body.len() {
+            let mut scanner = ChunkedEnd::default();
+            let (a, done) = scanner.scan(&body[..cut])?;
+            let split = if done {
+                Some(a)
+            } else {
+                assert_eq!(a, cut, "an unfinished scan takes every byte");
+                let (b, done) = scanner.scan(&body[cut..])?;
+                done.then_some(cut + b)
+            };
+            assert_eq!(split, whole, "cut at {cut}");
+        }
+        Ok(whole)
+    }
+
+    #[test]
+    fn the_end_of_a_chunked_body_is_found_wherever_reads_split_it() {
+        let body = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n";
+        assert_eq!(chunked_end(body).unwrap(), Some(body.len()));
+        let trailers = b"a\r\n0123456789\r\n0\r\nx-sum: 1\r\nx-more: 2\r\n\r\n";
+        assert_eq!(chunked_end(trailers).unwrap(), Some(trailers.len()));
+        // Bytes after the end are not the body's.
+        let mut extra = body.to_vec();
+        extra.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        assert_eq!(
+            ChunkedEnd::default().scan(&extra).unwrap(),
+            (body.len(), true)
+        );
+        // Unfinished: every byte taken, no end.
+        assert_eq!(ChunkedEnd::default().scan(b"5\r\nhel").unwrap(), (6, false));
+    }
+
+    #[test]
+    fn malformed_chunked_bodies_are_errors_not_panics() {
+        for bad in [
+            &b"x\r\n"[..],
+            b"\r\n",
+            b"5\r\nhelloX\r\n",
+            b"5\nhello\r\n",
+            b"ffffffffffffffff0\r\n",
+            b"0\r\n\r\r",
+            b"3;ext\n",
+            // Bare LFs, which some clients take for line ends.
+            b"0\r\nX: a\n\r\n",
+            b"0\r\n\n",
+            b"5\r\nhello\n",
+            // Bytes after a size that are neither an extension nor the line's end.
+            b"5 zz\r\n",
+            b"5\x00\r\n",
+            // Control characters in an extension or a trailer.
+            b"5;a\x01\r\n",
+            b"0\r\nX: \x7f\r\n\r\n",
+        ] {
+            assert!(
+                ChunkedEnd::default().scan(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // Extensions and trailers are bounded.
+        let long = format!("1;{}\r\n", "e".repeat(MAX_CHUNK_EXTRA + 1));
+        assert!(ChunkedEnd::default().scan(long.as_bytes()).is_err());
+        // Spaces before an extension or the line's end are allowed.
+        let spaced = b"5 ;x\r\nhello\r\n0 \r\n\r\n";
+        assert_eq!(chunked_end(spaced).unwrap(), Some(spaced.len()));
+        // The largest size that fits is a size, not an overflow.
+        let mut scanner = ChunkedEnd::default();
+        assert_eq!(scanner.scan(b"ffffffffffffffff\r\n").unwrap(), (18, false));
+    }
+
+    #[test]
+    fn a_head_is_parsed_only_once_an_empty_line_may_have_arrived() {
+        let head = b"POST /slack/events HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert!(head_may_end(head, 0));
+        assert!(!head_may_end(&head[..head.len() - 1], 0));
+        // An end straddling what was searched before is still found.
+        for searched in 0..head.len() {
+            assert!(head_may_end(head, searched), "searched {searched}");
+        }
+        assert!(head_may_end(b"GET / HTTP/1.1\nHost: x\n\n", 20));
+        assert!(!head_may_end(b"POST / HTTP/1.1\r\nA: b\r\n", 0));
+    }
+
+    #[test]
+    fn content_lengths_are_digits_only() {
+        assert_eq!(parse_length(b"0"), Some(0));
+        assert_eq!(parse_length(b"1499"), Some(1499));
+        for bad in [
+            &b""[..],
+            b"+1",
+            b"-1",
+            b" 1",
+            b"1 ",
+            b"0x10",
+            b"1,1",
+            b"9999999999999999999",
+        ] {
+            assert_eq!(
+                parse_length(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn connection_tokens_are_matched_whole_and_without_case() {
+        assert!(has_token(b"close", b"close"));
+        assert!(has_token(b"keep-alive, Close", b"close"));
+        assert!(!has_token(b"closed", b"close"));
+        assert!(!has_token(b"keep-alive", b"close"));
+    }
+
+    fn rewritten(head: &str) -> (String, ResponseHead, usize) {
+        let mut out = Vec::new();
+        match rewrite_response_head(head.as_bytes(), &mut out) {
+            Ok(Some(Final(r, len))) => (String::from_utf8(out).unwrap(), r, len),
+            _ => panic!("not a final head: {head:?}"),
+        }
+    }
+
+    #[test]
+    fn response_heads_lose_their_hop_by_hop_headers_and_gain_a_date() {
+        let (out, r, len) = rewritten(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: keep-alive, x-private\r\n\
+             X-Private: 1\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok",
+        );
+        assert_eq!(len, 136);
+        assert!(out.starts_with("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"));
+        assert!(out.contains("Content-Length: 2\r\n"));
+        assert!(out.contains("date: "));
+        for gone in ["Connection", "X-Private", "Keep-Alive"] {
+            assert!(!out.contains(gone), "{gone} in {out}");
+        }
+        assert_eq!(r.framing, Framing::Length(2));
+        assert!(r.reusable);
+
+        let (out, r, _) = rewritten(
+            "HTTP/1.1 200 OK\r\nDate: Mon, 23 Nov 2026 21:00:00 GMT\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+        );
+        assert!(out.contains("Date: Mon, 23 Nov 2026 21:00:00 GMT\r\n"));
+        assert!(!out.contains("date: "), "one Date only");
+        assert!(out.contains("Transfer-Encoding: chunked\r\n"), "{out}");
+        assert!(!out.contains("Content-Length"), "chunked framing wins");
+        assert_eq!(r.framing, Framing::Chunked);
+        assert!(
+            !r.reusable,
+            "a length beside a transfer coding: not used again"
+        );
+
+        // Framing headers stay with their body whatever Connection names; a Date it names
+        // is replaced.
+        let (out, r, _) = rewritten(
+            "HTTP/1.1 200 OK\r\nConnection: Content-Length, Transfer-Encoding, Date\r\n\
+             Date: Mon, 23 Nov 2026 21:00:00 GMT\r\nContent-Length: 5\r\n\r\n",
+        );
+        assert!(out.contains("Content-Length: 5\r\n"), "{out}");
+        assert!(!out.contains("Date: Mon"), "{out}");
+        assert!(out.contains("date: "), "{out}");
+        assert_eq!(r.framing, Framing::Length(5));
+
+        // A body that ends with the connection goes to the client chunked.
+        let (out, r, _) =
+            rewritten("HTTP/1.0 200 OK\r\nTransfer-Encoding: gzip\r\nX-App: 1\r\n\r\n");
+        assert!(
+            out.contains("X-App: 1\r\ntransfer-encoding: chunked\r\n")
+                || out.ends_with("transfer-encoding: chunked\r\n"),
+            "{out}"
+        );
+        assert!(!out.contains("gzip"), "{out}");
+        assert_eq!(r.framing, Framing::UntilClose);
+    }
+
+    #[test]
+    fn response_framing_follows_rfc_9112() {
+        let framing = |head: &str| {
+            let (_, r, _) = rewritten(head);
+            (r.framing, r.reusable)
+        };
+        assert_eq!(
+            framing("HTTP/1.1 204 No Content\r\n\r\n"),
+            (Framing::Empty, true)
+        );
+        assert_eq!(
+            framing("HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n"),
+            (Framing::Empty, true)
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\n\r\n"),
+            (Framing::UntilClose, false)
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
+            (Framing::UntilClose, false)
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\n"),
+            (Framing::Length(3), false)
+        );
+        assert_eq!(
+            framing("HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\n"),
+            (Framing::Length(3), false)
+        );
+        let mut out = Vec::new();
+        assert!(matches!(
+            rewrite_response_head(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200", &mut out),
+            Ok(Some(Interim(25)))
+        ));
+        assert!(matches!(
+            rewrite_response_head(b"HTTP/1.1 200 OK\r\nContent-", &mut out),
+            Ok(None)
+        ));
+        for bad in [
+            &b"HTTP/1.1 101 Switching Protocols\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            b"HTTX/1.1 200 OK\r\n\r\n",
+            b"HTTP/1.1 099 Early\r\n\r\n",
+            b"HTTP/1.1 000 Zero\r\n\r\n",
+        ] {
+            assert!(
+                rewrite_response_head(bad, &mut out).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 }
