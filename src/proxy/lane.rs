@@ -179,11 +179,17 @@ where
     async fn read_head(&mut self) -> Next {
         let deadline =
             tokio::time::Instant::now() + self.gw.live().config.server.header_read_timeout;
-        // Bytes already known not to end the head: each read is searched once, not the whole
-        // head again (a head arriving a byte at a time would cost quadratic time).
-        let mut searched = 0;
+        // Bytes already known not to end the head: after a first parse, each read is
+        // searched once for an empty line before the head is parsed again (re-parsing the
+        // whole head for every byte of a head that arrives a byte at a time would cost
+        // quadratic time).
+        let mut searched = None;
         loop {
-            if head_may_end(&self.buf, searched) {
+            let parse = match searched {
+                None => !self.buf.is_empty(),
+                Some(n) => head_may_end(&self.buf, n),
+            };
+            if parse {
                 let live = self.gw.live();
                 match parse_head(&mut self.buf, &live) {
                     Parse::Partial => {}
@@ -198,7 +204,9 @@ where
             if self.buf.is_empty() && *self.shutdown.borrow() {
                 return Next::Closed;
             }
-            searched = self.buf.len();
+            if !self.buf.is_empty() {
+                searched = Some(self.buf.len());
+            }
             if self.buf.capacity() - self.buf.len() < READ_SIZE / 2 {
                 self.buf.reserve(READ_SIZE);
             }
@@ -330,10 +338,9 @@ where
 /// Whether `buf` may hold a complete head, given that its first `searched` bytes held no
 /// end: an empty line (CRLF CRLF, or bare LFs, which httparse accepts too) ending after them.
 fn head_may_end(buf: &[u8], searched: usize) -> bool {
-    let from = searched.saturating_sub(3);
-    buf.get(from..).is_some_and(|tail| {
-        tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n")
-    })
+    let tail = buf.get(searched.saturating_sub(3)..).unwrap_or_default();
+    memchr::memchr_iter(b'\n', tail)
+        .any(|i| matches!(&tail[i + 1..], [b'\n', ..] | [b'\r', b'\n', ..]))
 }
 
 /// Polls `fut` once: its output, or `None` when it would wait.
