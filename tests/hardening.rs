@@ -6,6 +6,7 @@ mod support;
 use std::time::Duration;
 
 use slack_gateway::slack::signature::sign;
+use support::closed_within;
 use support::fake_slack::FakeSlack;
 use support::oauth_harness::{Harness, CLIENT_ID, CLIENT_SECRET, SIGNING_SECRET};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,22 +26,6 @@ fn signed(h: &Harness, body: &str, ts: u64) -> reqwest::RequestBuilder {
             sign(SIGNING_SECRET, ts, body.as_bytes()),
         )
         .body(body.to_owned())
-}
-
-/// Reads until the server closes the connection or `limit` passes; true if it closed.
-async fn closed_within(s: &mut tokio::net::TcpStream, limit: Duration) -> (bool, String) {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    let res = tokio::time::timeout(limit, async {
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
-    (res.is_ok(), String::from_utf8_lossy(&got).into_owned())
 }
 
 // --- Replayed requests -------------------------------------------------------------------

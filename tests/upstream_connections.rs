@@ -10,16 +10,11 @@ use std::time::Duration;
 
 use slack_gateway::reload::{reload_if_changed, Outcome};
 use slack_gateway::store::contract::workspace_install;
-use support::{sign_now, unique_id, FakeUpstream, Reply, TestGateway, EVENTS_PATH, SIGNING_SECRET};
+use support::{
+    event, gateway_for, raw_upstream_answering, sign_now, FakeUpstream, Reply, Seen, TestGateway,
+    EVENTS_PATH, SIGNING_SECRET,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-
-fn event(team: &str) -> String {
-    format!(
-        r#"{{"team_id":"{team}","api_app_id":"A111","type":"event_callback","event_id":"Ev{id}","event":{{"type":"app_mention"}}}}"#,
-        id = unique_id()
-    )
-}
 
 /// One keep-alive client: every request it sends goes over the same connection.
 fn keep_alive_client() -> reqwest::Client {
@@ -49,16 +44,6 @@ async fn post(client: &reqwest::Client, gw: &TestGateway, team: &str) -> reqwest
 /// [`post`], returning the status.
 async fn send(client: &reqwest::Client, gw: &TestGateway, team: &str) -> u16 {
     post(client, gw, team).await.status().as_u16()
-}
-
-/// A gateway in front of `upstream_url` that keeps idle upstream connections for 30 s, so
-/// reuse does not depend on how fast a loaded test machine sends the next request.
-async fn gateway_for(upstream_url: String, team: &str) -> TestGateway {
-    TestGateway::builder(upstream_url)
-        .seed(workspace_install(team, "U0INSTALLER", "xoxb-conn-token"))
-        .toml("[upstream]\nkeepalive_timeout = \"30s\"\n")
-        .start()
-        .await
 }
 
 #[tokio::test]
@@ -118,15 +103,6 @@ async fn an_upstream_answering_connection_close_costs_no_request() {
     );
 }
 
-/// What a [`raw_upstream`] saw.
-#[derive(Debug)]
-enum Seen {
-    /// One whole request (head and body), as text.
-    Request(String),
-    /// The gateway closed the connection.
-    Closed,
-}
-
 /// A bare-TCP upstream answering `200 ok` with `Content-Length`. With `drop_after_each`, it
 /// closes each connection after one answer without saying so, as an app server whose
 /// keep-alive timeout is shorter than the gateway's does; otherwise it keeps connections open
@@ -136,71 +112,6 @@ async fn raw_upstream(
 ) -> (String, tokio::sync::mpsc::UnboundedReceiver<Seen>) {
     let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec();
     raw_upstream_answering(vec![ok], drop_after_each).await
-}
-
-/// [`raw_upstream`] answering the n-th request on each connection with `answers[n % len]`,
-/// written in pieces of at most 1000 bytes.
-async fn raw_upstream_answering(
-    answers: Vec<Vec<u8>>,
-    drop_after_each: bool,
-) -> (String, tokio::sync::mpsc::UnboundedReceiver<Seen>) {
-    let answers = std::sync::Arc::new(answers);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (seen, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let seen = seen.clone();
-            let answers = answers.clone();
-            tokio::spawn(async move {
-                let mut answered = 0usize;
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    // One request: the head, then Content-Length bytes of body.
-                    let whole = loop {
-                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-                            let len: usize = head
-                                .lines()
-                                .find_map(|l| l.strip_prefix("content-length:"))
-                                .map(|v| v.trim().parse().unwrap())
-                                .unwrap_or(0);
-                            if buf.len() >= end + 4 + len {
-                                break end + 4 + len;
-                            }
-                        }
-                        let n = stream.read(&mut chunk).await.unwrap_or(0);
-                        if n == 0 {
-                            let _ = seen.send(Seen::Closed);
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                    };
-                    let request: Vec<u8> = buf.drain(..whole).collect();
-                    let _ = seen.send(Seen::Request(
-                        String::from_utf8_lossy(&request).into_owned(),
-                    ));
-                    let answer = &answers[answered % answers.len()];
-                    answered += 1;
-                    for piece in answer.chunks(1000) {
-                        if stream.write_all(piece).await.is_err() {
-                            return;
-                        }
-                    }
-                    if drop_after_each {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        // Dropped: closed with no `Connection: close` ever sent.
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (url, rx)
 }
 
 #[tokio::test]

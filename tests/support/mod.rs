@@ -9,7 +9,9 @@
 //!   query, headers, raw body) and answers with a configurable status, headers, body and delay;
 //! - [`SlackPost`]: a request as Slack would send it, signed by default, with every part of
 //!   the signature open to tampering; [`raw_http`] for what `reqwest` will not send;
-//! - [`admin_get`] and friends: a tiny client for the admin listener.
+//! - [`admin_get`] and friends: a tiny client for the admin listener;
+//! - [`raw_upstream_answering`]: a bare-TCP upstream answering scripted bytes, for response
+//!   shapes a well-behaved server never sends; [`closed_within`] for raw client sockets.
 
 #![allow(dead_code)]
 
@@ -22,7 +24,7 @@ pub mod oauth_harness;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,6 +36,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use slack_gateway::config::Config;
 use slack_gateway::gateway::Gateway;
+use slack_gateway::store::contract::workspace_install;
 use slack_gateway::store::sled::SledStore;
 use slack_gateway::store::{Installation, InstallationStore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -55,6 +58,14 @@ const READY_POLL: Duration = Duration::from_millis(10);
 pub fn unique_id() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     format!("{:08}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A minimal Events API `event_callback` for `team`, unique per call.
+pub fn event(team: &str) -> String {
+    format!(
+        r#"{{"team_id":"{team}","api_app_id":"A111","type":"event_callback","event_id":"Ev{id}","event":{{"type":"app_mention"}}}}"#,
+        id = unique_id()
+    )
 }
 
 /// Seconds since the Unix epoch.
@@ -239,6 +250,17 @@ impl Drop for TestGateway {
         // Dropping the sender resolves the shutdown future; the task drains on its own.
         self.stop.take();
     }
+}
+
+/// A gateway in front of `upstream_url` with `team` installed (bot token `xoxb-conn-token`)
+/// that keeps idle upstream connections for 30 s, so reuse does not depend on how fast a
+/// loaded test machine sends the next request.
+pub async fn gateway_for(upstream_url: String, team: &str) -> TestGateway {
+    TestGateway::builder(upstream_url)
+        .seed(workspace_install(team, "U0INSTALLER", "xoxb-conn-token"))
+        .toml("[upstream]\nkeepalive_timeout = \"30s\"\n")
+        .start()
+        .await
 }
 
 // ---------------------------------------------------------------------------------------
@@ -427,6 +449,111 @@ async fn answer(
         );
     }
     r
+}
+
+/// What a [`raw_upstream_answering`] upstream saw.
+#[derive(Debug)]
+pub enum Seen {
+    /// One whole request (head and body), as text.
+    Request(String),
+    /// The gateway closed the connection.
+    Closed,
+}
+
+/// A bare-TCP upstream answering the n-th request on each connection with
+/// `answers[n % len]`, written in pieces of at most 1000 bytes. With `drop_after_each`, it
+/// closes each connection after one answer without saying so, as an app server whose
+/// keep-alive timeout is shorter than the gateway's does; otherwise it keeps connections open
+/// and reports when the gateway closes one.
+pub async fn raw_upstream_answering(
+    answers: Vec<Vec<u8>>,
+    drop_after_each: bool,
+) -> (String, tokio::sync::mpsc::UnboundedReceiver<Seen>) {
+    raw_upstream_scripted(answers, drop_after_each, None).await
+}
+
+/// [`raw_upstream_answering`], but the n-th request it receives, on whichever connection,
+/// gets `answers[n % len]`: for a script that goes on across the gateway's reconnections.
+pub async fn raw_upstream_answering_in_turn(
+    answers: Vec<Vec<u8>>,
+    drop_after_each: bool,
+) -> (String, tokio::sync::mpsc::UnboundedReceiver<Seen>) {
+    raw_upstream_scripted(
+        answers,
+        drop_after_each,
+        Some(Arc::new(AtomicUsize::new(0))),
+    )
+    .await
+}
+
+/// Counts answers per connection, or over all connections with `overall`.
+async fn raw_upstream_scripted(
+    answers: Vec<Vec<u8>>,
+    drop_after_each: bool,
+    overall: Option<Arc<AtomicUsize>>,
+) -> (String, tokio::sync::mpsc::UnboundedReceiver<Seen>) {
+    let answers = Arc::new(answers);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (seen, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let seen = seen.clone();
+            let answers = answers.clone();
+            let overall = overall.clone();
+            tokio::spawn(async move {
+                let mut answered = 0usize;
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    // One request: the head, then Content-Length bytes of body.
+                    let whole = loop {
+                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                            let len: usize = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .map(|v| v.trim().parse().unwrap())
+                                .unwrap_or(0);
+                            if buf.len() >= end + 4 + len {
+                                break end + 4 + len;
+                            }
+                        }
+                        let n = stream.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            let _ = seen.send(Seen::Closed);
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                    };
+                    let request: Vec<u8> = buf.drain(..whole).collect();
+                    let _ = seen.send(Seen::Request(
+                        String::from_utf8_lossy(&request).into_owned(),
+                    ));
+                    let turn = match &overall {
+                        Some(count) => count.fetch_add(1, Ordering::SeqCst),
+                        None => answered,
+                    };
+                    let answer = &answers[turn % answers.len()];
+                    answered += 1;
+                    for piece in answer.chunks(1000) {
+                        if stream.write_all(piece).await.is_err() {
+                            return;
+                        }
+                    }
+                    if drop_after_each {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        // Dropped: closed with no `Connection: close` ever sent.
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, rx)
 }
 
 /// An `upstream.url` where nothing listens (a port bound, then released).
@@ -650,6 +777,23 @@ pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, String) {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
     (status, text)
+}
+
+/// Reads until the server closes the connection or `limit` passes: whether it closed, and
+/// what was read meanwhile.
+pub async fn closed_within(s: &mut TcpStream, limit: Duration) -> (bool, String) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let res = tokio::time::timeout(limit, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    (res.is_ok(), String::from_utf8_lossy(&got).into_owned())
 }
 
 /// True once `buf` holds a whole response with a `Content-Length` body.
