@@ -455,7 +455,7 @@ async fn forward(
             .send(target, live.config.upstream.keepalive_timeout, req),
     )
     .await;
-    let resp = upstream_outcome(gw, timeout, sent)?;
+    let resp = upstream_outcome(gw, timeout, sent.ok())?;
     let (mut parts, body) = resp.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, Either::Right(body)))
@@ -501,23 +501,23 @@ fn prepare_upstream_request(
     Ok(())
 }
 
-/// An exchange with the upstream bounded by `upstream.timeout`, as a stage's result: a
-/// timeout is a 504, anything else that went wrong a 502; both are counted.
+/// An exchange with the upstream bounded by `upstream.timeout` (`None`: timed out), as a
+/// stage's result: a timeout is a 504, anything else that went wrong a 502; both are counted.
 fn upstream_outcome<T>(
     gw: &Gateway,
     timeout: std::time::Duration,
-    sent: Result<Result<T, upstream::UpstreamError>, tokio::time::error::Elapsed>,
+    sent: Option<Result<T, upstream::UpstreamError>>,
 ) -> Result<T, ProxyError> {
     match sent {
-        Err(_) => {
+        None => {
             gw.metrics.upstream_error("timeout");
             Err(ProxyError::UpstreamTimeout(timeout))
         }
-        Ok(Err(e)) => {
+        Some(Err(e)) => {
             gw.metrics.upstream_error(e.kind());
             Err(ProxyError::UpstreamUnavailable(error_chain(&e)))
         }
-        Ok(Ok(r)) => Ok(r),
+        Some(Ok(r)) => Ok(r),
     }
 }
 

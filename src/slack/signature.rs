@@ -147,6 +147,10 @@ fn check(
         .strip_prefix(b"v0=")
         .ok_or(SignatureError::MalformedSignature)?;
     let mut expected = [0u8; 32];
+    // Exactly 64 digits (the decoder would also take a `0x` prefix).
+    if hex_part.len() != 64 {
+        return Err(SignatureError::MalformedSignature);
+    }
     hex::decode_to_slice(hex_part, &mut expected)
         .map_err(|_| SignatureError::MalformedSignature)?;
     for (i, key) in keys.iter().enumerate() {
