@@ -6,7 +6,8 @@
 //!   (bounded), its signature checked ([`slack::signature`]), the payload parsed and its
 //!   workspace identified ([`slack::payload`]), the installation looked up ([`store`]), the
 //!   headers cleaned and the bot token injected ([`proxy::headers`]), and the request forwarded
-//!   byte for byte to the upstream, whose answer goes back to Slack as it is.
+//!   byte for byte to the upstream, whose answer goes back to Slack as it is. Plain requests
+//!   take the fast lane ([`proxy::lane`]); hyper serves everything else.
 //! - **Install** ([`oauth`]): "Add to Slack" issues a cookie-bound state, Slack calls back,
 //!   `oauth.v2.access` and `auth.test` are called ([`slack::api`]) and the installation is
 //!   saved durably before the success page. Rotating tokens are refreshed before use, one
