@@ -59,13 +59,21 @@ fn presented(c: &Conn) -> CertificateDer<'static> {
 
 /// One keep-alive GET on an open connection; returns the status line and headers.
 async fn get(c: &mut Conn, path: &str) -> String {
-    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    exchange(c, request.as_bytes()).await.0
+}
+
+/// Writes `request` on an open connection and reads one response (Content-Length framed):
+/// its status line and headers, and its body.
+async fn exchange(c: &mut Conn, request: &[u8]) -> (String, Vec<u8>) {
+    c.write_all(request).await.unwrap();
     let mut buf = vec![0u8; 16384];
     let mut got = Vec::new();
     loop {
-        let n = c.read(&mut buf).await.unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf))
+            .await
+            .expect("no answer within 10 s")
+            .unwrap();
         assert!(n > 0, "connection closed");
         got.extend_from_slice(&buf[..n]);
         let text = String::from_utf8_lossy(&got);
@@ -80,7 +88,10 @@ async fn get(c: &mut Conn, path: &str) -> String {
                 })
                 .unwrap_or(0);
             if got.len() >= head_end + 4 + len {
-                return head.to_owned();
+                return (
+                    head.to_owned(),
+                    got[head_end + 4..head_end + 4 + len].to_vec(),
+                );
             }
         }
     }
@@ -214,4 +225,59 @@ fn a_bad_pair_is_a_clear_error_at_start() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("nope.pem"), "{e}");
+}
+
+#[tokio::test]
+async fn slack_requests_over_tls_take_the_fast_lane_and_hand_over_to_hyper() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pair();
+    let h = start(dir.path(), &p).await;
+    let mut c = connect(&h, &[&p]).await;
+    let post = |body: &str, signature: Option<&str>| {
+        let ts = slack_gateway::http::unix_now();
+        let sig = signature.map_or_else(
+            || {
+                slack_gateway::slack::signature::sign(
+                    support::oauth_harness::SIGNING_SECRET,
+                    ts,
+                    body.as_bytes(),
+                )
+            },
+            str::to_owned,
+        );
+        format!(
+            "POST /slack/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+             X-Slack-Request-Timestamp: {ts}\r\nX-Slack-Signature: {sig}\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    // Distinct bodies: replay protection refuses an exact repeat.
+    let event = |n: u32| {
+        format!(
+            r#"{{"type":"event_callback","team_id":"T0TLS","event_id":"Ev{n}","event":{{"type":"app_mention"}}}}"#
+        )
+    };
+    // Two forwarded requests and a refusal on one TLS connection, served by the lane.
+    for n in 0..2 {
+        let (head, body) = exchange(&mut c, post(&event(n), None).as_bytes()).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(head.to_ascii_lowercase().contains("x-upstream:"), "{head}");
+        assert_eq!(body, b"-", "no installation: forwarded without a token");
+    }
+    let bad = format!("v0={}", "0".repeat(64));
+    let (head, body) = exchange(&mut c, post(&event(2), Some(&bad)).as_bytes()).await;
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    assert!(
+        String::from_utf8_lossy(&body).contains("signature"),
+        "{head}"
+    );
+    // Another route on the same connection: hyper takes it over, through TLS, with the bytes
+    // the lane had read.
+    assert!(get(&mut c, "/healthz").await.starts_with("HTTP/1.1"));
+    let head = get(&mut c, "/slack/install").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // And Slack's requests still work there, served by hyper now.
+    let (head, _) = exchange(&mut c, post(&event(3), None).as_bytes()).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
 }
