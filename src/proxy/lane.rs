@@ -579,13 +579,7 @@ struct Upstream {
 
 impl Upstream {
     async fn connect(target: &UpstreamTarget) -> Result<Self, UpstreamError> {
-        let stream = TcpStream::connect(target.connect_to.as_str())
-            .await
-            .map_err(|source| UpstreamError::Connect {
-                to: target.connect_to.clone(),
-                source,
-            })?;
-        let _ = stream.set_nodelay(true);
+        let stream = target.connect().await?;
         Ok(Upstream {
             stream,
             connect_to: target.connect_to.clone(),

@@ -45,6 +45,19 @@ impl UpstreamTarget {
             path_prefix: url.path().trim_end_matches('/').to_owned(),
         })
     }
+
+    /// A new TCP connection to the upstream, with Nagle's algorithm off (requests and
+    /// responses are written whole).
+    pub async fn connect(&self) -> Result<tokio::net::TcpStream, UpstreamError> {
+        let stream = tokio::net::TcpStream::connect(self.connect_to.as_str())
+            .await
+            .map_err(|source| UpstreamError::Connect {
+                to: self.connect_to.clone(),
+                source,
+            })?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
 }
 
 /// Why a request could not be sent or answered.
@@ -156,13 +169,7 @@ impl UpstreamConn {
 /// Opens a connection (every resolved address in turn) and starts its HTTP/1 driver task,
 /// which ends when the connection closes or its sender is dropped.
 async fn connect(target: &UpstreamTarget) -> Result<SendRequest<Full<Bytes>>, UpstreamError> {
-    let stream = tokio::net::TcpStream::connect(target.connect_to.as_str())
-        .await
-        .map_err(|source| UpstreamError::Connect {
-            to: target.connect_to.clone(),
-            source,
-        })?;
-    let _ = stream.set_nodelay(true);
+    let stream = target.connect().await?;
     let (sender, conn) = http1::handshake(TokioIo::new(stream))
         .await
         .map_err(UpstreamError::Handshake)?;
