@@ -322,11 +322,11 @@ where
         let close = self.closing();
         let out = &mut self.out;
         out.clear();
-        out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(parts.status.as_str().as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
-        out.extend_from_slice(b"\r\n");
+        put_status_line(
+            out,
+            parts.status.as_str(),
+            parts.status.canonical_reason().unwrap_or(""),
+        );
         for (name, value) in &parts.headers {
             if name != header::CONTENT_LENGTH {
                 put_header(out, name.as_str().as_bytes(), value.as_bytes());
@@ -472,6 +472,15 @@ fn has_token(value: &[u8], token: &[u8]) -> bool {
     value
         .split(|&b| b == b',')
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// An HTTP/1.1 status line: the client always gets HTTP/1.1, whatever the upstream spoke.
+fn put_status_line(out: &mut Vec<u8>, code: &str, reason: &str) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(code.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -698,18 +707,16 @@ enum HeadRead {
 }
 use HeadRead::{Final, Interim};
 
-/// Hop-by-hop response headers (RFC 9110 §7.6.1). `Transfer-Encoding` is not among them
-/// here: the body is relayed with its framing as it is, so its header goes with it.
-const HOP_BY_HOP: [&[u8]; 7] = [
-    b"connection",
-    b"keep-alive",
-    b"proxy-connection",
-    b"proxy-authenticate",
-    b"proxy-authorization",
-    b"te",
-    b"upgrade",
-];
-
+/// Whether a response header is hop-by-hop ([`super::headers::HOP_BY_HOP`]) and so not
+/// relayed. The body goes with its own framing, so the headers describing that framing,
+/// `Transfer-Encoding` and `Trailer`, go with it.
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    super::headers::HOP_BY_HOP.iter().any(|h| {
+        h != header::TRANSFER_ENCODING
+            && h != header::TRAILER
+            && name.eq_ignore_ascii_case(h.as_str().as_bytes())
+    })
+}
 /// Parses the buffered response head and writes it into `out` for the client (without the
 /// blank line that ends it): status line as HTTP/1.1, hop-by-hop headers (and those
 /// `Connection` names) removed, a `Date` added when missing, a body that ends with the
@@ -769,12 +776,11 @@ fn rewrite_response_head(buf: &[u8], out: &mut Vec<u8>) -> Result<Option<HeadRea
         (_, None, Some(n)) => Framing::Length(n),
     };
     out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    let mut n = itoa::Buffer::new();
-    out.extend_from_slice(n.format(status).as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
+    put_status_line(
+        out,
+        itoa::Buffer::new().format(status),
+        resp.reason.unwrap_or(""),
+    );
     let mut has_date = false;
     for h in resp.headers.iter() {
         let name = h.name.as_bytes();
@@ -787,8 +793,7 @@ fn rewrite_response_head(buf: &[u8], out: &mut Vec<u8>) -> Result<Option<HeadRea
             (chunked.is_some() && name.eq_ignore_ascii_case(b"content-length"))
                 || framing == Framing::UntilClose
         } else {
-            HOP_BY_HOP.iter().any(|n| name.eq_ignore_ascii_case(n))
-                || listed.iter().any(|n| name.eq_ignore_ascii_case(n))
+            is_hop_by_hop(name) || listed.iter().any(|n| name.eq_ignore_ascii_case(n))
         };
         if !dropped {
             has_date |= name.eq_ignore_ascii_case(b"date");
@@ -1233,6 +1238,17 @@ mod tests {
             !r.reusable,
             "a length beside a transfer coding: not used again"
         );
+
+        // The chunked body goes with its trailers, so the Trailer header goes too; the other
+        // hop-by-hop headers do not.
+        let (out, _, _) = rewritten(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\nTE: trailers\r\n\
+             Upgrade: h2c\r\nProxy-Connection: keep-alive\r\n\r\n",
+        );
+        assert!(out.contains("Trailer: x-sum\r\n"), "{out}");
+        for gone in ["TE:", "Upgrade", "Proxy-Connection"] {
+            assert!(!out.contains(gone), "{gone} in {out}");
+        }
 
         // Framing headers stay with their body whatever Connection names; a Date it names
         // is replaced.
