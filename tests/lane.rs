@@ -107,6 +107,19 @@ impl Client {
         self.expect_response().await
     }
 
+    /// [`Client::post_event`], answered 200 with `text` and the connection kept open.
+    async fn post_event_kept_open(&mut self, text: &str) -> Response {
+        let r = self.post_event().await;
+        assert_eq!(
+            (r.status, r.header("connection")),
+            (200, None),
+            "{}",
+            r.head
+        );
+        assert_eq!(r.text(), text);
+        r
+    }
+
     /// [`Client::response`], which must be there.
     async fn expect_response(&mut self) -> Response {
         self.response().await.unwrap_or_else(|e| panic!("{e}"))
@@ -735,14 +748,7 @@ async fn response_heads_lose_hop_by_hop_headers_and_always_carry_one_date() {
     let (url, _seen) = raw_upstream_answering(answers, false).await;
     let gw = gateway_for(url, TEAM).await;
     let mut c = Client::connect(&gw).await;
-    let r = c.post_event().await;
-    assert_eq!(
-        (r.status, r.header("connection")),
-        (200, None),
-        "{}",
-        r.head
-    );
-    assert_eq!(r.text(), "ok");
+    let r = c.post_event_kept_open("ok").await;
     for gone in ["x-private", "keep-alive"] {
         assert_eq!(
             r.header(gone),
@@ -756,14 +762,7 @@ async fn response_heads_lose_hop_by_hop_headers_and_always_carry_one_date() {
     assert_eq!(r.header("content-length"), Some("2"));
     assert_date_is_now(&r);
 
-    let r = c.post_event().await;
-    assert_eq!(
-        (r.status, r.header("connection")),
-        (200, None),
-        "{}",
-        r.head
-    );
-    assert_eq!(r.text(), "dated");
+    let r = c.post_event_kept_open("dated").await;
     assert_eq!(
         r.all("date"),
         [date],
@@ -771,34 +770,13 @@ async fn response_heads_lose_hop_by_hop_headers_and_always_carry_one_date() {
         r.head
     );
 
-    let r = c.post_event().await;
-    assert_eq!(
-        (r.status, r.header("connection")),
-        (200, None),
-        "{}",
-        r.head
-    );
-    assert_eq!(r.text(), "named length");
+    let r = c.post_event_kept_open("named length").await;
     assert_eq!(r.header("content-length"), Some("12"), "{}", r.head);
 
-    let r = c.post_event().await;
-    assert_eq!(
-        (r.status, r.header("connection")),
-        (200, None),
-        "{}",
-        r.head
-    );
-    assert_eq!(r.text(), "named chunked");
+    let r = c.post_event_kept_open("named chunked").await;
     assert_eq!(r.header("transfer-encoding"), Some("chunked"), "{}", r.head);
 
-    let r = c.post_event().await;
-    assert_eq!(
-        (r.status, r.header("connection")),
-        (200, None),
-        "{}",
-        r.head
-    );
-    assert_eq!(r.text(), "named date");
+    let r = c.post_event_kept_open("named date").await;
     assert_date_is_now(&r);
 }
 
