@@ -535,6 +535,31 @@ async fn heads_the_lane_leaves_to_hyper_are_served_as_hyper_serves_them() {
     }
 }
 
+/// A head over 64 KiB is refused (431) even when it arrives whole in the read that crosses
+/// the limit: the lane checks a complete head's size, not only the size of a partial one.
+/// Nothing is forwarded.
+#[tokio::test]
+async fn a_complete_head_over_64_kib_is_refused_however_it_arrives() {
+    let (up, gw) = recorded().await;
+    let body = event(TEAM);
+    let big = "a".repeat(65 * 1024);
+    let request = signed_with(
+        &post_line("HTTP/1.1"),
+        &body,
+        &format!("X-Big: {big}\r\nContent-Length: {}\r\n", body.len()),
+    );
+    // Most of the head first, read by the lane while incomplete; the rest, end of head
+    // included, in one piece after a pause.
+    let cut = 62 * 1024;
+    let mut c = Client::connect(&gw).await;
+    c.send(&request[..cut]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    c.send(&request[cut..]).await;
+    let r = c.expect_response().await;
+    assert_eq!(r.status, 431, "{}", r.head);
+    assert_eq!(up.count(), 0, "an oversized head was forwarded");
+}
+
 /// A request in flight when the listener starts draining is answered as the connection's
 /// last (`connection: close`), the connection then closes, and the drain waits for it.
 #[tokio::test]
