@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A/B: two gateway builds in the same pinned layout, measured in alternating rounds, so slow
 # drift of a shared host (the usual noise here) hits both alike. Reports each round and the
-# median CPU per request (the process's own user + kernel time from /proc) of each build, and
-# of rust_min_ct as a control.
+# median CPU per request (the process's own user + kernel time from /proc) and wrk's p99 of
+# each build, and of rust_min_ct as a control.
 #
 #   cp target/release/slack-gateway /tmp/gw-before      # then change, rebuild, and:
 #   AB_A=/tmp/gw-before bash bench/ab.sh                # B defaults to target/release
@@ -46,7 +46,7 @@ python3 "$H/gen/gen_signed.py" requests --installations "$INST" --secret "$SECRE
 T="$(getconf CLK_TCK)"
 echo "A = $AB_A"
 echo "B = $AB_B"
-printf '%-5s %-12s %9s %12s %12s %12s\n' round target "req/s" "user µs/req" "sys µs/req" "total µs/req" | tee "$TMP/rows"
+printf '%-5s %-12s %9s %12s %12s %12s %8s\n' round target "req/s" "user µs/req" "sys µs/req" "total µs/req" "p99 ms" | tee "$TMP/rows"
 for round in $(seq 1 "${AB_ROUNDS:-8}"); do
     # Alternate the order too, so neither build always runs first.
     order=("A:$(P 9061):$A" "B:$(P 9062):$B" "rust_min_ct:$(P 9063):$CT")
@@ -61,9 +61,10 @@ for round in $(seq 1 "${AB_ROUNDS:-8}"); do
         read -r u1 s1 < <(awk '{ print $14, $15 }' "/proc/$pid/stat")
         n="$(sed 's/.*requests=\([0-9]*\).*/\1/' <<<"$out")"; d="$(sed 's/.*duration_us=\([0-9]*\).*/\1/' <<<"$out")"
         e="$(sed 's/.*err_status=\([0-9]*\).*/\1/' <<<"$out")"
+        p99="$(sed 's/.*p99_us=\([0-9]*\).*/\1/' <<<"$out")"
         [[ "$e" == 0 ]] || echo "warning: $name answered $e non-2xx" >&2
-        awk -v r="$round" -v n="$n" -v d="$d" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v T="$T" -v name="$name" 'BEGIN {
-            printf "%-5s %-12s %9.0f %12.2f %12.2f %12.2f\n", r, name, n / (d / 1e6), u / T * 1e6 / n, s / T * 1e6 / n, (u + s) / T * 1e6 / n }'
+        awk -v r="$round" -v n="$n" -v d="$d" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v T="$T" -v name="$name" -v p99="$p99" 'BEGIN {
+            printf "%-5s %-12s %9.0f %12.2f %12.2f %12.2f %8.2f\n", r, name, n / (d / 1e6), u / T * 1e6 / n, s / T * 1e6 / n, (u + s) / T * 1e6 / n, p99 / 1000 }'
     done
 done | tee -a "$TMP/rows"
 echo "medians:"
@@ -73,9 +74,13 @@ rows = [l.split() for l in open(sys.argv[1]).read().splitlines()[1:] if l.strip(
 for name in ("A", "B", "rust_min_ct"):
     r = [x for x in rows if x[1] == name]
     med = lambda i: statistics.median(float(x[i]) for x in r)
-    print(f"  {name:12} req/s {med(2):8.0f}   user {med(3):6.2f}   sys {med(4):6.2f}   total {med(5):6.2f} µs/req")
+    print(f"  {name:12} req/s {med(2):8.0f}   user {med(3):6.2f}   sys {med(4):6.2f}   total {med(5):6.2f} µs/req   p99 {med(6):5.2f} ms")
 a = {x[0]: float(x[5]) for x in rows if x[1] == "A"}
 b = {x[0]: float(x[5]) for x in rows if x[1] == "B"}
 d = [b[k] - a[k] for k in a if k in b]
 print(f"  B - A, total µs/req per round: median {statistics.median(d):+.2f} (rounds: {' '.join(f'{x:+.1f}' for x in d)})")
+a = {x[0]: float(x[6]) for x in rows if x[1] == "A"}
+b = {x[0]: float(x[6]) for x in rows if x[1] == "B"}
+d = [b[k] - a[k] for k in a if k in b]
+print(f"  B - A, p99 ms per round: median {statistics.median(d):+.3f} (rounds: {' '.join(f'{x:+.2f}' for x in d)})")
 EOF
