@@ -535,6 +535,117 @@ async fn heads_the_lane_leaves_to_hyper_are_served_as_hyper_serves_them() {
     }
 }
 
+/// Every header the upstream received, by name (lowercase), values in order.
+fn headers_of(r: &Recorded) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut all = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for (name, value) in &r.headers {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        all.entry(name.as_str().to_owned()).or_default().push(value);
+    }
+    all
+}
+
+/// The lane writes the upstream head from the request's own header lines; hyper's path
+/// rewrites a header map. The same head through both — the lane's with a Content-Length, then
+/// hyper's with the same body chunked — reaches the upstream with the same headers, value for
+/// value: hop-by-hop ones and those `Connection` names gone, smuggled injected names and
+/// folded forwarding headers gone, forwarding headers from the real peer (or a trusted
+/// proxy's extended), the client's `Host` as `X-Forwarded-Host`, the injected headers, the
+/// body's length.
+#[tokio::test]
+async fn the_lane_and_hyper_forward_a_head_with_the_same_headers() {
+    let tricky = "Connection: keep-alive, X-Hop-Named\r\nX-Hop-Named: 1\r\n\
+                  Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\n\
+                  X-App: one\r\nx-app: two\r\nCookie: a=b\r\nUser-Agent: Slackbot 1.0\r\n\
+                  X_Slack_Bot_Token: xoxb-smuggled\r\nx-slack-team-id: T0EVIL\r\n\
+                  X-SLACK-ENTERPRISE-INSTALL: true\r\nX_Forwarded_Proto: https\r\n";
+    let forwarding = "X-Forwarded-For: 198.51.100.7\r\nX-Forwarded-Host: spoofed.example\r\n\
+                      Forwarded: for=198.51.100.7\r\n";
+    let cases = [
+        ("untrusted peer", false, format!("{tricky}{forwarding}")),
+        ("trusted proxy", true, format!("{tricky}{forwarding}")),
+        (
+            "trusted proxy, no forwarding headers",
+            true,
+            tricky.to_owned(),
+        ),
+    ];
+    for (case, trusted, extra) in cases {
+        let up = FakeUpstream::start().await;
+        let mut builder = TestGateway::builder(up.url())
+            .seed(workspace_install(TEAM, "U0INSTALLER", BOT_TOKEN))
+            .toml("[upstream]\nkeepalive_timeout = \"30s\"\n");
+        if trusted {
+            builder = builder.toml("[server]\ntrusted_proxies = [\"127.0.0.1\"]\n");
+        }
+        let gw = builder.start().await;
+        // Two bodies, each signed (a replay would be refused): the second is the first with
+        // JSON's insignificant trailing whitespace.
+        let body = event(TEAM);
+        let other = format!("{body} ");
+        let line = post_line("HTTP/1.1");
+        let lane = format!("{extra}Content-Length: {}\r\n", body.len());
+        let hyper = format!("{extra}Transfer-Encoding: chunked\r\n");
+        let chunked = format!("{:x}\r\n{other}\r\n0\r\n\r\n", other.len());
+        let mut c = Client::connect(&gw).await;
+        c.send(&signed_with(&line, &body, &lane)).await;
+        assert_upstream_ok(&c.expect_response().await);
+        let mut c = Client::connect(&gw).await;
+        let mut request = signed_with(&line, &other, &hyper);
+        request.truncate(request.len() - other.len());
+        request.extend_from_slice(chunked.as_bytes());
+        c.send(&request).await;
+        assert_upstream_ok(&c.expect_response().await);
+
+        let got = up.requests();
+        assert_eq!(got.len(), 2, "{case}");
+        assert_forwarded(&got[0], &body);
+        assert_forwarded(&got[1], &other);
+        let (mut by_lane, mut by_hyper) = (headers_of(&got[0]), headers_of(&got[1]));
+        assert_eq!(
+            by_lane.remove("content-length"),
+            Some(vec![body.len().to_string()])
+        );
+        assert_eq!(
+            by_hyper.remove("content-length"),
+            Some(vec![other.len().to_string()])
+        );
+        // Each signed on its own.
+        for signed in ["x-slack-signature", "x-slack-request-timestamp"] {
+            assert!(by_lane.remove(signed).is_some() && by_hyper.remove(signed).is_some());
+        }
+        assert_eq!(by_lane, by_hyper, "{case}");
+        let one = |name: &str| by_lane.get(name).map(|v| v.join(" | "));
+        for gone in [
+            "connection",
+            "x-hop-named",
+            "keep-alive",
+            "proxy-connection",
+            "te",
+        ] {
+            assert_eq!(one(gone), None, "{case}: {gone}");
+        }
+        assert_eq!(one("x_slack_bot_token"), None, "{case}");
+        assert_eq!(one("x_forwarded_proto"), None, "{case}");
+        assert_eq!(one("x-slack-team-id").as_deref(), Some(TEAM), "{case}");
+        assert_eq!(one("x-slack-enterprise-install").as_deref(), Some("false"));
+        assert_eq!(one("x-app").as_deref(), Some("one | two"), "{case}");
+        let (xff, xfh, fwd) = if trusted && extra.contains("Forwarded:") {
+            (
+                "198.51.100.7, 127.0.0.1",
+                "spoofed.example",
+                Some("for=198.51.100.7"),
+            )
+        } else {
+            ("127.0.0.1", "gw.example", None)
+        };
+        assert_eq!(one("x-forwarded-for").as_deref(), Some(xff), "{case}");
+        assert_eq!(one("x-forwarded-host").as_deref(), Some(xfh), "{case}");
+        assert_eq!(one("x-forwarded-proto").as_deref(), Some("http"), "{case}");
+        assert_eq!(one("forwarded").as_deref(), fwd, "{case}");
+    }
+}
+
 /// A head over 64 KiB is refused (431) even when it arrives whole in the read that crosses
 /// the limit: the lane checks a complete head's size, not only the size of a partial one.
 /// Nothing is forwarded.

@@ -319,6 +319,7 @@ impl Config {
             env,
             placeholders: Vec::new(),
             files: Vec::new(),
+            injected: Vec::new(),
         };
         cx.validate(raw)
     }
@@ -343,6 +344,8 @@ struct Cx<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
     placeholders: Vec<String>,
     files: Vec<PathBuf>,
+    /// The injected header names so far: key, folded name.
+    injected: Vec<(String, String)>,
 }
 
 type R<T> = Result<T, ConfigError>;
@@ -553,15 +556,38 @@ impl Cx<'_> {
         Ok(p)
     }
 
+    /// An injected header's name: valid, not one whose value the gateway sets or that
+    /// describes the connection, and not another injected header's (compared as upstream
+    /// stacks compare them: case-insensitively, `_` as `-`).
     fn header(&mut self, key: &str, s: &Option<Str>, default: &'static str) -> R<HeaderName> {
         let name = self.string_or(key, s, default)?;
-        HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+        let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
             self.err(
                 key,
                 s.as_ref(),
                 format!("`{name}` is not a valid header name"),
             )
-        })
+        })?;
+        if crate::proxy::headers::set_by_gateway(&header) {
+            return Err(self.err(
+                key,
+                s.as_ref(),
+                format!(
+                    "`{name}` is a header the gateway sets or removes itself \
+                     (Host, Content-Length, X-Forwarded-*, Forwarded, hop-by-hop headers)"
+                ),
+            ));
+        }
+        let folded = crate::proxy::headers::fold(header.as_str());
+        if let Some((other, _)) = self.injected.iter().find(|(_, f)| *f == folded) {
+            return Err(self.err(
+                key,
+                s.as_ref(),
+                format!("`{name}` is also {other}; each injected header needs its own name"),
+            ));
+        }
+        self.injected.push((key.to_owned(), folded));
+        Ok(header)
     }
 
     fn validate(&mut self, raw: RawConfig) -> R<Config> {

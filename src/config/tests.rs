@@ -132,6 +132,28 @@ fn bad_values_name_their_key() {
             "[upstream.headers]\nbot_token = \"bad header\"\n",
             "upstream.headers.bot_token",
         ),
+        // Names the gateway sets or removes itself, and one name for two injected headers
+        // (in any spelling an upstream would fold into the same).
+        (
+            "[upstream.headers]\nbot_token = \"Host\"\n",
+            "upstream.headers.bot_token",
+        ),
+        (
+            "[upstream.headers]\nteam_id = \"content-length\"\n",
+            "upstream.headers.team_id",
+        ),
+        (
+            "[upstream.headers]\nbot_id = \"X_Forwarded_For\"\n",
+            "upstream.headers.bot_id",
+        ),
+        (
+            "[upstream.headers]\nuser_token = \"transfer-encoding\"\n",
+            "upstream.headers.user_token",
+        ),
+        (
+            "[upstream.headers]\nuser_token = \"X_Slack_Bot_Token\"\n",
+            "upstream.headers.user_token",
+        ),
     ];
     for (extra, key) in cases {
         assert_eq!(

@@ -30,6 +30,17 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// Whether the gateway sets or removes `name` itself (`Host`, `Content-Length`, the
+/// forwarding headers in any spelling, hop-by-hop headers): no name for an injected header.
+pub fn set_by_gateway(name: &HeaderName) -> bool {
+    name == header::HOST
+        || name == header::CONTENT_LENGTH
+        || HOP_BY_HOP.contains(name)
+        || FORWARDED
+            .iter()
+            .any(|f| folds_to(name.as_str().as_bytes(), f.as_str()))
+}
+
 /// Forwarding headers the gateway sets itself.
 pub const FORWARDED: [HeaderName; 4] = [
     X_FORWARDED_FOR,
@@ -53,9 +64,9 @@ pub fn fold(name: &str) -> String {
 
 /// True when `name` folds to `folded` (which is already lowercase with `-`), without
 /// allocating: this runs for every header of every request.
-pub fn folds_to(name: &str, folded: &str) -> bool {
+pub fn folds_to(name: &[u8], folded: &str) -> bool {
     name.len() == folded.len()
-        && name.bytes().zip(folded.bytes()).all(|(b, f)| {
+        && name.iter().zip(folded.bytes()).all(|(&b, f)| {
             f == if b == b'_' {
                 b'-'
             } else {
@@ -78,41 +89,89 @@ impl StripSet {
         StripSet { folded }
     }
 
-    /// True when `name` folds to one of the injected names.
-    pub fn matches(&self, name: &HeaderName) -> bool {
-        self.folded.iter().any(|f| folds_to(name.as_str(), f))
+    /// True when `name` (any case) folds to one of the injected names.
+    pub fn matches(&self, name: &[u8]) -> bool {
+        self.folded.iter().any(|f| folds_to(name, f))
+    }
+}
+
+/// What header hygiene does with an inbound request header, judged by its name (any case).
+/// One judgement for both ways a request head is kept: a map ([`rewrite_request`]) and the
+/// lane's raw header lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// Forwarded as it is.
+    Keep,
+    /// Removed: hop-by-hop, a smuggled injected name, a folded spelling of a forwarding
+    /// header.
+    Drop,
+    /// `Connection`: removed, and so is every header it names.
+    Connection,
+    /// One of the forwarding headers the gateway sets ([`FORWARDED`]): removed when the peer
+    /// is not a trusted proxy, extended when it is.
+    Forwarded,
+    /// `Host`: reported as `X-Forwarded-Host`; the upstream gets its own.
+    Host,
+}
+
+pub fn fate(name: &[u8], strip: &StripSet) -> Fate {
+    let is = |h: &HeaderName| name.eq_ignore_ascii_case(h.as_str().as_bytes());
+    if is(&header::CONNECTION) {
+        Fate::Connection
+    } else if HOP_BY_HOP.iter().any(is) {
+        Fate::Drop
+    } else if FORWARDED.iter().any(is) {
+        Fate::Forwarded
+    } else if strip.matches(name) || FORWARDED.iter().any(|f| folds_to(name, f.as_str())) {
+        // Smuggled injected names, and folded spellings of the forwarding headers
+        // (X_Forwarded_For): no proxy's doing, trusted or not, and an upstream that folds
+        // `_` into `-` would read them as the real thing.
+        Fate::Drop
+    } else if is(&header::HOST) {
+        Fate::Host
+    } else {
+        Fate::Keep
     }
 }
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let doomed = doomed_names(headers, |name| HOP_BY_HOP.contains(name));
+    let doomed = doomed_names(headers, |name| {
+        if name == header::CONNECTION {
+            Fate::Connection
+        } else if HOP_BY_HOP.contains(name) {
+            Fate::Drop
+        } else {
+            Fate::Keep
+        }
+    });
     for n in doomed {
         headers.remove(n);
     }
 }
 
-/// The names to remove: every hop-by-hop name present, those the `Connection` header lists,
-/// and those `also` picks. One pass comparing names (most requests carry none of them) is
-/// cheaper than a hashed removal for every name that might be there.
-fn doomed_names(headers: &HeaderMap, also: impl Fn(&HeaderName) -> bool) -> Vec<HeaderName> {
+/// The names to remove: those `fate` drops, and those the `Connection` header lists. One
+/// pass comparing names (most requests carry none of them) is cheaper than a hashed removal
+/// for every name that might be there.
+fn doomed_names(headers: &HeaderMap, fate: impl Fn(&HeaderName) -> Fate) -> Vec<HeaderName> {
     let mut doomed = Vec::new();
     let mut has_connection = false;
     for name in headers.keys() {
-        if HOP_BY_HOP.contains(name) {
-            has_connection |= name == header::CONNECTION;
-            doomed.push(name.clone());
-        } else if also(name) {
-            doomed.push(name.clone());
+        match fate(name) {
+            Fate::Keep | Fate::Host => {}
+            Fate::Drop | Fate::Forwarded => doomed.push(name.clone()),
+            Fate::Connection => {
+                has_connection = true;
+                doomed.push(name.clone());
+            }
         }
     }
     if has_connection {
         let listed = headers
             .get_all(header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok());
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim_ascii()).ok());
         doomed.extend(listed);
     }
     doomed
@@ -135,6 +194,25 @@ impl Client {
             .expect("an IP address is a valid header value");
         Client { addr, scheme, ip }
     }
+
+    /// Whether the peer is one of `server.trusted_proxies`.
+    pub fn is_trusted(&self, trusted_proxies: &[IpAddr]) -> bool {
+        trusted_proxies.contains(&self.addr.ip())
+    }
+
+    /// The forwarding headers for a request that brought none the gateway keeps: the peer,
+    /// the scheme and the client's `Host`.
+    pub fn forwarding(
+        &self,
+        host: Option<HeaderValue>,
+        mut set: impl FnMut(HeaderName, HeaderValue),
+    ) {
+        set(X_FORWARDED_FOR, self.ip.clone());
+        set(X_FORWARDED_PROTO, HeaderValue::from_static(self.scheme));
+        if let Some(h) = host {
+            set(X_FORWARDED_HOST, h);
+        }
+    }
 }
 
 /// Prepares inbound headers for forwarding: hop-by-hop and smuggled injected names removed,
@@ -146,19 +224,12 @@ pub fn rewrite_request(
     client: &Client,
     trusted_proxies: &[IpAddr],
 ) {
-    let trusted = trusted_proxies.contains(&client.addr.ip());
+    let trusted = client.is_trusted(trusted_proxies);
     let doomed = doomed_names(headers, |name| {
-        if FORWARDED.contains(name) {
+        match fate(name.as_str().as_bytes(), strip) {
             // A trusted proxy's forwarding headers are extended below; anyone else's go.
-            !trusted
-        } else {
-            // Smuggled injected names, and folded spellings of the forwarding headers
-            // (X_Forwarded_For): no proxy's doing, trusted or not, and an upstream that folds
-            // `_` into `-` would read them as the real thing.
-            strip.matches(name)
-                || FORWARDED
-                    .iter()
-                    .any(|f| folds_to(name.as_str(), f.as_str()))
+            Fate::Forwarded if trusted => Fate::Keep,
+            f => f,
         }
     });
     for n in doomed {
@@ -185,11 +256,9 @@ pub fn rewrite_request(
             }
         }
     } else {
-        headers.insert(X_FORWARDED_FOR, client.ip.clone());
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
-        if let Some(h) = host {
-            headers.insert(X_FORWARDED_HOST, h);
-        }
+        client.forwarding(host, |name, value| {
+            headers.insert(name, value);
+        });
     }
 }
 

@@ -6,9 +6,11 @@
 //! again. For what Slack actually sends — a `POST` to one of `upstream.slack_paths` over
 //! HTTP/1.1 with a plain `Content-Length` body — the lane does it in the connection's own
 //! task: it parses the head with httparse (hyper's own parser), runs the same pipeline as the
-//! hyper path ([`super::decide`]), writes the upstream request on this client connection's own
-//! upstream connection, and relays the response head (hop-by-hop headers removed) and body
-//! bytes as they come, framing included.
+//! hyper path ([`super::decide`]), writes the upstream request from the head's own header
+//! lines (judged by the same hygiene rules, [`super::headers::fate`]; no header map is built
+//! unless a trusted proxy's forwarding headers need extending) on this client connection's
+//! own upstream connection, and relays the response head (hop-by-hop headers removed) and
+//! body bytes as they come, framing included.
 //!
 //! Anything else — another path or method, `Transfer-Encoding` or `Expect` on the request,
 //! HTTP/1.0, `Upgrade`, a head httparse refuses, more headers than `server.max_headers`, a
@@ -28,9 +30,12 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::headers::Client;
+use super::headers::{fate, Client, Fate};
 use super::upstream::{UpstreamError, UpstreamTarget};
-use super::{decide, prepare_upstream_request, refuse, upstream_outcome, Step};
+use super::{
+    decide, injected, prepare_upstream_request, refuse, rewrite_and_inject, upstream_outcome,
+    Resolved, Signed, Step,
+};
 use crate::gateway::{Gateway, Live};
 use crate::http::Body;
 use crate::metrics::Route;
@@ -78,6 +83,7 @@ where
         shutdown,
         buf: BytesMut::with_capacity(READ_SIZE),
         out: Vec::new(),
+        fields: Vec::new(),
         upstream: None,
         close: false,
         head_timer: LazyTimer::new(),
@@ -97,6 +103,9 @@ struct Lane<'a, I> {
     buf: BytesMut,
     /// The write buffer: an upstream request's head, then a response for the client.
     out: Vec<u8>,
+    /// The header lines of the current request's head (kept for the connection's life: no
+    /// allocation per request).
+    fields: Vec<Field>,
     /// This client connection's own upstream connection, while it is open and idle.
     upstream: Option<Upstream>,
     /// The connection closes after the current response.
@@ -107,12 +116,55 @@ struct Lane<'a, I> {
     upstream_timer: LazyTimer,
 }
 
-/// A request head the lane takes.
+/// A request head the lane takes. Its header lines are in the lane's `fields`.
 struct Head {
-    parts: http::request::Parts,
+    /// The head as it arrived.
+    bytes: Bytes,
+    /// The request target (origin form).
+    target: Span,
     content_length: usize,
     /// The client asked for the connection to close after this request.
     close: bool,
+    /// Header hygiene on this head needs the general rewrite ([`super::rewrite_and_inject`]
+    /// on a map): a trusted proxy's forwarding headers, which are extended. `None`: the head
+    /// goes upstream as its own header lines, less those hygiene drops.
+    general: Option<http::request::Parts>,
+}
+
+impl Head {
+    fn get(&self, span: Span) -> &[u8] {
+        &self.bytes[span.range()]
+    }
+
+    /// The headers the pipeline reads.
+    fn signed<'a>(&'a self, fields: &[Field]) -> Signed<'a> {
+        let mut signed = Signed::default();
+        for f in fields {
+            signed.note(self.get(f.name), self.get(f.value));
+        }
+        signed
+    }
+}
+
+/// Where something is in a head (at most [`MAX_HEAD_BYTES`] long).
+#[derive(Debug, Clone, Copy, Default)]
+struct Span {
+    at: u32,
+    len: u32,
+}
+
+impl Span {
+    fn range(self) -> std::ops::Range<usize> {
+        self.at as usize..(self.at + self.len) as usize
+    }
+}
+
+/// One header line of a request head, and what hygiene does with it.
+#[derive(Debug, Clone, Copy)]
+struct Field {
+    name: Span,
+    value: Span,
+    fate: Fate,
 }
 
 // Unboxed on purpose: returned once per request and taken apart at once; a box would be an
@@ -152,9 +204,10 @@ where
                 return Served::Closed;
             };
             let (gw, client) = (self.gw, self.client);
-            let written = match decide(gw, &live, head.parts, body, client).await {
-                Ok(Step::Forward(parts, body)) => {
-                    match self.forward(&live, parts, body, started).await {
+            let signed = head.signed(&self.fields);
+            let written = match decide(gw, &live, signed, &body).await {
+                Ok(Step::Forward(resolved)) => {
+                    match self.forward(&live, head, resolved, body, started).await {
                         Relayed::Done => true,
                         Relayed::Failed(e) => {
                             self.respond(refuse(gw, client.addr, e), started).await
@@ -197,7 +250,7 @@ where
             };
             if parse {
                 let live = self.gw.live();
-                match parse_head(&mut self.buf, &live) {
+                match parse_head(&mut self.buf, &live, self.client, &mut self.fields) {
                     Parse::Partial => {}
                     Parse::Slack(head) => return Next::Slack(head, live),
                     Parse::Other => return Next::Other(self.buf.split().freeze()),
@@ -255,15 +308,28 @@ where
     async fn forward(
         &mut self,
         live: &Live,
-        mut parts: http::request::Parts,
+        head: Head,
+        resolved: Resolved,
         body: Bytes,
         started: Instant,
     ) -> Relayed {
-        if let Err(e) = prepare_upstream_request(live, &mut parts, body.len()) {
-            return Relayed::Failed(e);
+        match head.general {
+            None => encode_lines(
+                &mut self.out,
+                live,
+                &head,
+                &self.fields,
+                self.client,
+                resolved,
+            ),
+            Some(mut parts) => {
+                rewrite_and_inject(live, &mut parts.headers, self.client, resolved);
+                if let Err(e) = prepare_upstream_request(live, &mut parts, body.len()) {
+                    return Relayed::Failed(e);
+                }
+                encode_request(&mut self.out, &parts, body.len());
+            }
         }
-        encode_request(&mut self.out, &parts, body.len());
-        drop(parts);
         // Let the other connections' ready requests be read and checked first, so the
         // upstream requests of one batch go out together: written one at a time, each would
         // wake the upstream while the gateway still has work (more context switches, a
@@ -371,11 +437,11 @@ enum Parse {
     Other,
 }
 
-/// Parses the buffered head. On `Slack` the head has been split off `buf`.
-fn parse_head(buf: &mut BytesMut, live: &Live) -> Parse {
-    let mut raw = [httparse::EMPTY_HEADER; MAX_REQUEST_HEADERS];
-    let mut req = httparse::Request::new(&mut raw);
-    let len = match req.parse(buf) {
+/// Parses the buffered head into `fields`. On `Slack` the head has been split off `buf`.
+fn parse_head(buf: &mut BytesMut, live: &Live, client: &Client, fields: &mut Vec<Field>) -> Parse {
+    let mut raw = [const { std::mem::MaybeUninit::uninit() }; MAX_REQUEST_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut raw) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Parse::Partial,
         Err(_) => return Parse::Other,
@@ -392,62 +458,87 @@ fn parse_head(buf: &mut BytesMut, live: &Live) -> Parse {
         return Parse::Other;
     }
     let base = buf.as_ptr() as usize;
-    let span = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
-    let mut spans = [((0, 0), (0, 0)); MAX_REQUEST_HEADERS];
+    // Within the head, which is at most MAX_HEAD_BYTES long.
+    let span = |s: &[u8]| Span {
+        at: (s.as_ptr() as usize - base) as u32,
+        len: s.len() as u32,
+    };
+    let trusted = client.is_trusted(&live.config.server.trusted_proxies);
+    let mut general = false;
     let mut content_length = None;
     let mut close = false;
-    for (h, slot) in req.headers.iter().zip(spans.iter_mut()) {
+    fields.clear();
+    for h in req.headers.iter() {
         let name = h.name.as_bytes();
+        let mut fate = fate(name, &live.strip);
         if name.eq_ignore_ascii_case(b"content-length") {
             match (content_length, parse_length(h.value)) {
                 (None, Some(n)) => content_length = Some(n),
                 _ => return Parse::Other,
             }
+            // The lane writes its own, from the body it read.
+            fate = Fate::Drop;
         } else if name.eq_ignore_ascii_case(b"transfer-encoding")
             || name.eq_ignore_ascii_case(b"expect")
             || name.eq_ignore_ascii_case(b"upgrade")
         {
             return Parse::Other;
-        } else if name.eq_ignore_ascii_case(b"connection") {
+        } else if fate == Fate::Connection {
             close |= has_token(h.value, b"close");
+        } else if fate == Fate::Forwarded && trusted {
+            general = true;
         }
-        *slot = (span(name), span(h.value));
+        fields.push(Field {
+            name: span(name),
+            value: span(h.value),
+            fate,
+        });
     }
     let content_length = content_length.unwrap_or(0);
     if content_length > live.config.server.max_body_bytes {
         // hyper's path answers 413 through the same pipeline.
         return Parse::Other;
     }
-    let count = req.headers.len();
     let target = span(target.as_bytes());
-
-    let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count + ADDED_HEADERS);
-    for &(name, value) in &spans[..count] {
-        let Ok(name) = HeaderName::from_bytes(&head[name.0..name.0 + name.1]) else {
-            return give_back(buf, head);
-        };
-        // httparse accepted the value, which is what HeaderValue requires (visible ASCII,
-        // spaces, tabs, obs-text); checked again all the same.
-        let Ok(value) = HeaderValue::from_maybe_shared(head.slice(value.0..value.0 + value.1))
-        else {
-            return give_back(buf, head);
-        };
-        headers.append(name, value);
+    let bytes = buf.split_to(len).freeze();
+    // A target hyper's `Uri` refuses is hyper's to refuse.
+    if Uri::from_maybe_shared(bytes.slice(target.range())).is_err() {
+        return give_back(buf, bytes);
     }
-    let Ok(uri) = Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1)) else {
-        return give_back(buf, head);
+    let general = if general {
+        match general_parts(&bytes, target, fields) {
+            Some(parts) => Some(parts),
+            None => return give_back(buf, bytes),
+        }
+    } else {
+        None
     };
-    let (mut parts, ()) = Request::new(()).into_parts();
-    parts.method = Method::POST;
-    parts.uri = uri;
-    parts.version = Version::HTTP_11;
-    parts.headers = headers;
     Parse::Slack(Head {
-        parts,
+        bytes,
+        target,
         content_length,
         close,
+        general,
     })
+}
+
+/// The head as a request's parts, for the general rewrite.
+fn general_parts(bytes: &Bytes, target: Span, fields: &[Field]) -> Option<http::request::Parts> {
+    let slice = |s: Span| bytes.slice(s.range());
+    let mut headers = HeaderMap::with_capacity(fields.len() + ADDED_HEADERS);
+    for f in fields {
+        let name = HeaderName::from_bytes(&slice(f.name)).ok()?;
+        // httparse accepted the value, which is what HeaderValue requires (visible ASCII,
+        // spaces, tabs, obs-text); checked again all the same.
+        let value = HeaderValue::from_maybe_shared(slice(f.value)).ok()?;
+        headers.append(name, value);
+    }
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = Method::POST;
+    parts.uri = Uri::from_maybe_shared(slice(target)).ok()?;
+    parts.version = Version::HTTP_11;
+    parts.headers = headers;
+    Some(parts)
 }
 
 /// Puts a split-off head back in front of the buffer, for hyper.
@@ -556,6 +647,60 @@ fn put_date(out: &mut Vec<u8>) {
 async fn write_out<I: AsyncWrite + Unpin>(io: &mut I, bytes: &[u8]) -> io::Result<()> {
     io.write_all(bytes).await?;
     io.flush().await
+}
+
+/// Stages 8b and 8c on the head's own lines: the request line with `upstream.url`'s path
+/// prefix, the upstream's `Host`, every header line hygiene keeps (as [`fate`] judges names,
+/// less those a `Connection` header names), the forwarding headers, the injected ones and the
+/// body's `Content-Length`. What [`super::rewrite_and_inject`] and
+/// [`prepare_upstream_request`] make of the same head, written without building a map.
+fn encode_lines(
+    out: &mut Vec<u8>,
+    live: &Live,
+    head: &Head,
+    fields: &[Field],
+    client: &Client,
+    resolved: Resolved,
+) {
+    out.clear();
+    out.extend_from_slice(b"POST ");
+    out.extend_from_slice(live.upstream.path_prefix.as_bytes());
+    out.extend_from_slice(head.get(head.target));
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    put_header(out, b"host", live.upstream.host.as_bytes());
+    let connection = || fields.iter().filter(|f| f.fate == Fate::Connection);
+    let listed = |name: &[u8]| connection().any(|c| has_token(head.get(c.value), name));
+    let mut host = None;
+    for f in fields {
+        let kept = match f.fate {
+            Fate::Keep => true,
+            Fate::Host => host.is_none(),
+            Fate::Drop | Fate::Connection | Fate::Forwarded => false,
+        };
+        let name = head.get(f.name);
+        if !kept || listed(name) {
+            continue;
+        }
+        if f.fate == Fate::Host {
+            host = Some(f.value);
+        } else {
+            put_header(out, name, head.get(f.value));
+        }
+    }
+    let host = host.and_then(|v| HeaderValue::from_maybe_shared(head.bytes.slice(v.range())).ok());
+    client.forwarding(host, |name, value| {
+        put_header(out, name.as_str().as_bytes(), value.as_bytes());
+    });
+    injected(live, resolved, |name, value| {
+        put_header(out, name.as_str().as_bytes(), value.as_bytes());
+    });
+    let mut n = itoa::Buffer::new();
+    put_header(
+        out,
+        b"content-length",
+        n.format(head.content_length).as_bytes(),
+    );
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The upstream request head: request line, the prepared headers, a `Content-Length` when the

@@ -120,11 +120,14 @@ pub async fn handle(
         if req.method() != Method::POST {
             return Err(ProxyError::MethodNotAllowed);
         }
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let body = read_body(body, &parts.headers, live.config.server.max_body_bytes).await?;
-        match decide(gw, live, parts, body, &conn.client).await? {
+        match decide(gw, live, Signed::of(&parts.headers), &body).await? {
             Step::Answer(r) => Ok(r),
-            Step::Forward(parts, body) => forward(gw, live, conn, parts, body).await,
+            Step::Forward(resolved) => {
+                rewrite_and_inject(live, &mut parts.headers, &conn.client, resolved);
+                forward(gw, live, conn, parts, body).await
+            }
         }
     }
     .await;
@@ -153,29 +156,59 @@ fn refuse(gw: &Gateway, peer: std::net::SocketAddr, e: ProxyError) -> Response<B
 enum Step {
     /// Answered by the gateway itself: a challenge, an `ssl_check`.
     Answer(Response<Body>),
-    /// To the upstream: the request's parts with their headers rewritten, and its body.
-    Forward(http::request::Parts, Bytes),
+    /// To the upstream, with the headers of this installation: the transport applies header
+    /// hygiene and injection ([`headers::rewrite_request`] and [`injected`], or the lane's
+    /// equivalent on raw header lines) to the head it keeps.
+    Forward(Resolved),
 }
 
-/// Stages 2 to 8b, the same for both transports: signature, parsing, local answers, the
-/// installation, lifecycle events, header hygiene and injection.
+/// The request headers the pipeline reads, wherever the transport keeps them (the first
+/// of each name, as [`http::HeaderMap::get`] has it).
+#[derive(Clone, Copy, Default)]
+struct Signed<'a> {
+    content_type: Option<&'a [u8]>,
+    timestamp: Option<&'a [u8]>,
+    signature: Option<&'a [u8]>,
+}
+
+impl<'a> Signed<'a> {
+    fn of(headers: &'a http::HeaderMap) -> Self {
+        let get = |name| headers.get(name).map(HeaderValue::as_bytes);
+        Signed {
+            content_type: get(header::CONTENT_TYPE.as_str()),
+            timestamp: get("x-slack-request-timestamp"),
+            signature: get("x-slack-signature"),
+        }
+    }
+
+    /// Takes note of one header, when it is one the pipeline reads and the first of its name.
+    fn note(&mut self, name: &[u8], value: &'a [u8]) {
+        let slot = if name.eq_ignore_ascii_case(b"content-type") {
+            &mut self.content_type
+        } else if name.eq_ignore_ascii_case(b"x-slack-request-timestamp") {
+            &mut self.timestamp
+        } else if name.eq_ignore_ascii_case(b"x-slack-signature") {
+            &mut self.signature
+        } else {
+            return;
+        };
+        slot.get_or_insert(value);
+    }
+}
+
+/// Stages 2 to 8a, the same for both transports: signature, parsing, local answers, the
+/// installation, lifecycle events.
 async fn decide(
     gw: &Arc<Gateway>,
     live: &Arc<Live>,
-    mut parts: http::request::Parts,
-    body: Bytes,
-    client: &headers::Client,
+    signed: Signed<'_>,
+    body: &Bytes,
 ) -> Result<Step, ProxyError> {
-    let kind = payload::content_kind(
-        parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .map(HeaderValue::as_bytes),
-    );
+    let kind = payload::content_kind(signed.content_type);
 
-    if let Err(reason) = verify_signature(gw, live, &parts.headers, &body) {
+    if let Err(reason) = verify_signature(gw, live, signed, body) {
         // Slack's one unsigned request; answered, never forwarded.
-        if payload::is_ssl_check(kind, &body) {
+        if payload::is_ssl_check(kind, body) {
             return Ok(Step::Answer(empty(StatusCode::OK)));
         }
         return Err(ProxyError::Signature(reason));
@@ -185,7 +218,7 @@ async fn decide(
         kind,
         action,
         identity,
-    } = payload::parse(kind, &body)?;
+    } = payload::parse(kind, body)?;
     match &action {
         Action::UrlVerification { challenge } => {
             return Ok(Step::Answer(json(
@@ -202,16 +235,26 @@ async fn decide(
         // Boxed: rare, and its future would otherwise enlarge every request's.
         Box::pin(apply_lifecycle(gw, live, &action, &resolved)).await?;
     }
+    tracing::debug!(%kind, team = ?resolved.identity.team_id, found = resolved.bot.is_some(), "forwarding");
+    Ok(Step::Forward(resolved))
+}
 
+/// Stage 8b on a header map: hygiene, then injection.
+fn rewrite_and_inject(
+    live: &Live,
+    headers: &mut http::HeaderMap,
+    client: &headers::Client,
+    resolved: Resolved,
+) {
     headers::rewrite_request(
-        &mut parts.headers,
+        headers,
         &live.strip,
         client,
         &live.config.server.trusted_proxies,
     );
-    tracing::debug!(%kind, team = ?resolved.identity.team_id, found = resolved.bot.is_some(), "forwarding");
-    inject(live, &mut parts.headers, resolved);
-    Ok(Step::Forward(parts, body))
+    injected(live, resolved, |name, value| {
+        headers.insert(name.clone(), value);
+    });
 }
 
 /// Stage 1: the body, bounded by `server.max_body_bytes`.
@@ -267,18 +310,13 @@ async fn read_body(
 fn verify_signature(
     gw: &Gateway,
     live: &Live,
-    headers: &http::HeaderMap,
+    signed: Signed<'_>,
     body: &[u8],
 ) -> Result<(), SignatureError> {
     let now = unix_now();
-    let verified = live.signing_keys.verify(
-        headers
-            .get("x-slack-request-timestamp")
-            .map(HeaderValue::as_bytes),
-        headers.get("x-slack-signature").map(HeaderValue::as_bytes),
-        body,
-        now,
-    )?;
+    let verified = live
+        .signing_keys
+        .verify(signed.timestamp, signed.signature, body, now)?;
     if live.config.server.replay_protection
         && !gw
             .replay
@@ -393,44 +431,55 @@ async fn apply_lifecycle(
     Ok(())
 }
 
-/// Stage 8b: the injected headers, after every inbound copy was removed. Token values come
-/// from the installation's cached header values; the ids are moved, not copied, into theirs.
-fn inject(live: &Live, headers: &mut http::HeaderMap, r: Resolved) {
+/// Stage 8b: the injected headers, given to `set` after every inbound copy was removed.
+/// Token values come from the installation's cached header values; the ids are moved, not
+/// copied, into theirs. A value that cannot be a header (never the case for Slack ids) is
+/// left out rather than sent mangled.
+fn injected(live: &Live, r: Resolved, mut set: impl FnMut(&http::HeaderName, HeaderValue)) {
     let names = &live.config.upstream.headers;
+    let mut put = |name, value: String| {
+        if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
+            set(name, v);
+        }
+    };
     let id = r.identity;
     let enterprise_install = r
         .bot
         .as_ref()
         .map_or(id.is_enterprise_install, |b| b.is_enterprise_install);
     if let Some(t) = id.team_id {
-        put(headers, &names.team_id, t);
+        put(&names.team_id, t);
     }
     if let Some(e) = id.enterprise_id {
-        put(headers, &names.enterprise_id, e);
+        put(&names.enterprise_id, e);
     }
-    headers.insert(
-        names.enterprise_install.clone(),
-        HeaderValue::from_static(if enterprise_install { "true" } else { "false" }),
-    );
     if let Some(bot) = &r.bot {
-        if let Some(t) = bot.bot_token.as_ref().and_then(|t| t.header_value()) {
-            headers.insert(names.bot_token.clone(), t.clone());
-        }
         if let Some(b) = &bot.bot_id {
-            put(headers, &names.bot_id, b.clone());
+            put(&names.bot_id, b.clone());
         }
         if let Some(b) = &bot.bot_user_id {
-            put(headers, &names.bot_user_id, b.clone());
+            put(&names.bot_user_id, b.clone());
         }
+    }
+    set(
+        &names.enterprise_install,
+        HeaderValue::from_static(if enterprise_install { "true" } else { "false" }),
+    );
+    if let Some(t) = r
+        .bot
+        .as_ref()
+        .and_then(|b| b.bot_token.as_ref()?.header_value())
+    {
+        set(&names.bot_token, t.clone());
     }
     let user_token = r.user.as_ref().and_then(|u| u.user_token.as_ref());
     if let Some(t) = user_token.and_then(|t| t.header_value()) {
-        headers.insert(names.user_token.clone(), t.clone());
+        set(&names.user_token, t.clone());
     }
 }
 
-/// Sets one header; a value that cannot be a header (never the case for Slack ids) is left
-/// out rather than sent mangled. The string's buffer becomes the header's: no copy.
+/// Sets one header; a value that cannot be a header is left out rather than sent mangled.
+/// The string's buffer becomes the header's: no copy.
 fn put(headers: &mut http::HeaderMap, name: &http::HeaderName, value: String) {
     if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
         headers.insert(name.clone(), v);
