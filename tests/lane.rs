@@ -549,16 +549,17 @@ fn headers_of(r: &Recorded) -> std::collections::BTreeMap<String, Vec<String>> {
 /// rewrites a header map. The same head through both — the lane's with a Content-Length, then
 /// hyper's with the same body chunked — reaches the upstream with the same headers, value for
 /// value: hop-by-hop ones and those `Connection` names gone, smuggled injected names and
-/// folded forwarding headers gone, forwarding headers from the real peer (or a trusted
-/// proxy's extended), the client's `Host` as `X-Forwarded-Host`, the injected headers, the
-/// body's length.
+/// folded forwarding and framing headers gone, forwarding headers from the real peer (or a
+/// trusted proxy's extended), the client's `Host` as `X-Forwarded-Host`, the injected headers,
+/// the body's length, and the target's path and query without its fragment.
 #[tokio::test]
 async fn the_lane_and_hyper_forward_a_head_with_the_same_headers() {
     let tricky = "Connection: keep-alive, X-Hop-Named\r\nX-Hop-Named: 1\r\n\
                   Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\n\
                   X-App: one\r\nx-app: two\r\nCookie: a=b\r\nUser-Agent: Slackbot 1.0\r\n\
                   X_Slack_Bot_Token: xoxb-smuggled\r\nx-slack-team-id: T0EVIL\r\n\
-                  X-SLACK-ENTERPRISE-INSTALL: true\r\nX_Forwarded_Proto: https\r\n";
+                  X-SLACK-ENTERPRISE-INSTALL: true\r\nX_Forwarded_Proto: https\r\n\
+                  Content_Length: 5\r\nTransfer_Encoding: chunked\r\n";
     let forwarding = "X-Forwarded-For: 198.51.100.7\r\nX-Forwarded-Host: spoofed.example\r\n\
                       Forwarded: for=198.51.100.7\r\n";
     let cases = [
@@ -583,7 +584,8 @@ async fn the_lane_and_hyper_forward_a_head_with_the_same_headers() {
         // JSON's insignificant trailing whitespace.
         let body = event(TEAM);
         let other = format!("{body} ");
-        let line = post_line("HTTP/1.1");
+        // A query and a fragment: the upstream gets the path and query, as `Uri` keeps them.
+        let line = format!("POST {EVENTS_PATH}?a=1&b=%20#frag HTTP/1.1");
         let lane = format!("{extra}Content-Length: {}\r\n", body.len());
         let hyper = format!("{extra}Transfer-Encoding: chunked\r\n");
         let chunked = format!("{:x}\r\n{other}\r\n0\r\n\r\n", other.len());
@@ -599,8 +601,15 @@ async fn the_lane_and_hyper_forward_a_head_with_the_same_headers() {
 
         let got = up.requests();
         assert_eq!(got.len(), 2, "{case}");
-        assert_forwarded(&got[0], &body);
-        assert_forwarded(&got[1], &other);
+        for (r, sent) in got.iter().zip([&body, &other]) {
+            assert_eq!(
+                r.path_and_query,
+                format!("{EVENTS_PATH}?a=1&b=%20"),
+                "{case}"
+            );
+            assert_eq!(r.body, Bytes::from(sent.clone()), "{case}");
+            assert_eq!(r.header("x-slack-bot-token"), Some(BOT_TOKEN), "{case}");
+        }
         let (mut by_lane, mut by_hyper) = (headers_of(&got[0]), headers_of(&got[1]));
         assert_eq!(
             by_lane.remove("content-length"),
@@ -626,7 +635,9 @@ async fn the_lane_and_hyper_forward_a_head_with_the_same_headers() {
             assert_eq!(one(gone), None, "{case}: {gone}");
         }
         assert_eq!(one("x_slack_bot_token"), None, "{case}");
-        assert_eq!(one("x_forwarded_proto"), None, "{case}");
+        for gone in ["x_forwarded_proto", "content_length", "transfer_encoding"] {
+            assert_eq!(one(gone), None, "{case}: {gone}");
+        }
         assert_eq!(one("x-slack-team-id").as_deref(), Some(TEAM), "{case}");
         assert_eq!(one("x-slack-enterprise-install").as_deref(), Some("false"));
         assert_eq!(one("x-app").as_deref(), Some("one | two"), "{case}");
@@ -644,6 +655,26 @@ async fn the_lane_and_hyper_forward_a_head_with_the_same_headers() {
         assert_eq!(one("x-forwarded-proto").as_deref(), Some("http"), "{case}");
         assert_eq!(one("forwarded").as_deref(), fwd, "{case}");
     }
+}
+
+/// A request target's `#fragment` (no part of an origin-form target on the wire, but httparse
+/// lets it through) never goes upstream: the lane sends the path and query, exactly as hyper's
+/// path does. Seen on a bare-TCP upstream, which would show the fragment.
+#[tokio::test]
+async fn a_fragment_in_the_request_target_is_not_forwarded() {
+    let answers = vec![with_length("HTTP/1.1 200 OK", "ok")];
+    let (url, mut seen) = raw_upstream_answering(answers, false).await;
+    let gw = gateway_for(url, TEAM).await;
+    let body = event(TEAM);
+    let line = format!("POST {EVENTS_PATH}?a=1#frag<\"> HTTP/1.1");
+    let mut c = Client::connect(&gw).await;
+    let framing = format!("Content-Length: {}\r\n", body.len());
+    c.send(&signed_with(&line, &body, &framing)).await;
+    assert_eq!(c.expect_response().await.text(), "ok");
+    let requests = requests_seen(&mut seen);
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    let first = requests[0].lines().next().unwrap_or_default();
+    assert_eq!(first, format!("POST {EVENTS_PATH}?a=1 HTTP/1.1"));
 }
 
 /// A head over 64 KiB is refused (431) even when it arrives whole in the read that crosses

@@ -30,16 +30,20 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Whether the gateway sets or removes `name` itself (`Host`, `Content-Length`, the
-/// forwarding headers in any spelling, hop-by-hop headers): no name for an injected header.
+/// Whether the gateway sets or removes `name` itself, in any spelling an upstream would fold
+/// into it (`Host`, `Content-Length`, the forwarding headers, hop-by-hop headers): no name for
+/// an injected header.
 pub fn set_by_gateway(name: &HeaderName) -> bool {
-    name == header::HOST
-        || name == header::CONTENT_LENGTH
-        || HOP_BY_HOP.contains(name)
-        || FORWARDED
-            .iter()
-            .any(|f| folds_to(name.as_str().as_bytes(), f.as_str()))
+    let name = name.as_str().as_bytes();
+    [header::HOST, header::CONTENT_LENGTH]
+        .iter()
+        .chain(&HOP_BY_HOP)
+        .chain(&FORWARDED)
+        .any(|h| folds_to(name, h.as_str()))
 }
+
+/// The framing headers an upstream that folds `_` into `-` could mistake a look-alike for.
+const FRAMING: [HeaderName; 2] = [header::CONTENT_LENGTH, header::TRANSFER_ENCODING];
 
 /// Forwarding headers the gateway sets itself.
 pub const FORWARDED: [HeaderName; 4] = [
@@ -122,10 +126,13 @@ pub fn fate(name: &[u8], strip: &StripSet) -> Fate {
         Fate::Drop
     } else if FORWARDED.iter().any(is) {
         Fate::Forwarded
-    } else if strip.matches(name) || FORWARDED.iter().any(|f| folds_to(name, f.as_str())) {
-        // Smuggled injected names, and folded spellings of the forwarding headers
-        // (X_Forwarded_For): no proxy's doing, trusted or not, and an upstream that folds
-        // `_` into `-` would read them as the real thing.
+    } else if strip.matches(name)
+        || FORWARDED.iter().any(|f| folds_to(name, f.as_str()))
+        || (name.contains(&b'_') && FRAMING.iter().any(|f| folds_to(name, f.as_str())))
+    {
+        // Smuggled injected names, and folded spellings of the forwarding and framing headers
+        // (X_Forwarded_For, Content_Length): no proxy's doing, trusted or not, and an upstream
+        // that folds `_` into `-` would read them as the real thing.
         Fate::Drop
     } else if is(&header::HOST) {
         Fate::Host
@@ -323,6 +330,38 @@ mod tests {
         rewrite_request(&mut h, &strip(), &client(), &[]);
         assert!(h.iter().all(|(_, v)| v != "evil"), "{h:?}");
         assert_eq!(h.get("x-slack-signature").unwrap(), "v0=kept");
+    }
+
+    #[test]
+    fn fates_of_names_in_any_spelling() {
+        let strip = strip();
+        for (name, want) in [
+            ("Content-Type", Fate::Keep),
+            ("content-length", Fate::Keep),
+            ("Content_Length", Fate::Drop),
+            ("TRANSFER_ENCODING", Fate::Drop),
+            ("Transfer-Encoding", Fate::Drop),
+            ("CONNECTION", Fate::Connection),
+            ("X-Forwarded-For", Fate::Forwarded),
+            ("x_forwarded_for", Fate::Drop),
+            ("X_SLACK_BOT_TOKEN", Fate::Drop),
+            ("HOST", Fate::Host),
+            ("X-App", Fate::Keep),
+        ] {
+            assert_eq!(fate(name.as_bytes(), &strip), want, "{name}");
+        }
+        for name in [
+            "host",
+            "content_length",
+            "keep_alive",
+            "x-forwarded-host",
+            "forwarded",
+        ] {
+            assert!(set_by_gateway(&HeaderName::from_static(name)), "{name}");
+        }
+        assert!(!set_by_gateway(&HeaderName::from_static(
+            "x-forwarded-email"
+        )));
     }
 
     #[test]

@@ -499,11 +499,16 @@ fn parse_head(buf: &mut BytesMut, live: &Live, client: &Client, fields: &mut Vec
         // hyper's path answers 413 through the same pipeline.
         return Parse::Other;
     }
-    let target = span(target.as_bytes());
+    let mut target = span(target.as_bytes());
     let bytes = buf.split_to(len).freeze();
-    // A target hyper's `Uri` refuses is hyper's to refuse.
-    if Uri::from_maybe_shared(bytes.slice(target.range())).is_err() {
-        return give_back(buf, bytes);
+    // A target hyper's `Uri` refuses is hyper's to refuse. What goes upstream is what `Uri`
+    // keeps of it, as on hyper's path: the path and query, without a `#fragment`.
+    match Uri::from_maybe_shared(bytes.slice(target.range())) {
+        Ok(uri) => {
+            let kept = uri.path_and_query().map_or(0, |p| p.as_str().len());
+            target.len = target.len.min(kept as u32);
+        }
+        Err(_) => return give_back(buf, bytes),
     }
     let general = if general {
         match general_parts(&bytes, target, fields) {
