@@ -344,8 +344,17 @@ struct Cx<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
     placeholders: Vec<String>,
     files: Vec<PathBuf>,
-    /// The injected header names so far: key, folded name.
-    injected: Vec<(String, String)>,
+    /// The injected header names so far.
+    injected: Vec<Injected>,
+}
+
+/// An injected header's name as configured.
+struct Injected {
+    key: String,
+    /// Lowercase, `_` as `-`.
+    folded: String,
+    /// Where the file sets it (`None`: the default name).
+    line: Option<usize>,
 }
 
 type R<T> = Result<T, ConfigError>;
@@ -556,9 +565,9 @@ impl Cx<'_> {
         Ok(p)
     }
 
-    /// An injected header's name: valid, not one whose value the gateway sets or that
-    /// describes the connection, and not another injected header's (compared as upstream
-    /// stacks compare them: case-insensitively, `_` as `-`).
+    /// An injected header's name: valid, and not one whose value the gateway sets or that
+    /// describes the connection (compared as upstream stacks compare names: case-insensitively,
+    /// `_` as `-`). Noted for [`Cx::distinct_injected`].
     fn header(&mut self, key: &str, s: &Option<Str>, default: &'static str) -> R<HeaderName> {
         let name = self.string_or(key, s, default)?;
         let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
@@ -573,21 +582,50 @@ impl Cx<'_> {
                 key,
                 s.as_ref(),
                 format!(
-                    "`{name}` is a header the gateway sets or removes itself \
-                     (Host, Content-Length, X-Forwarded-*, Forwarded, hop-by-hop headers)"
+                    "`{name}` is a header the gateway sets or removes itself (Host, \
+                     Content-Length, X-Forwarded-For/Proto/Host, Forwarded, hop-by-hop headers)"
                 ),
             ));
         }
-        let folded = crate::proxy::headers::fold(header.as_str());
-        if let Some((other, _)) = self.injected.iter().find(|(_, f)| *f == folded) {
-            return Err(self.err(
-                key,
-                s.as_ref(),
-                format!("`{name}` is also {other}; each injected header needs its own name"),
-            ));
-        }
-        self.injected.push((key.to_owned(), folded));
+        let line = s.as_ref().map(|s| self.line(s.span().start));
+        self.injected.push(Injected {
+            key: key.to_owned(),
+            folded: crate::proxy::headers::fold(header.as_str()),
+            line,
+        });
         Ok(header)
+    }
+
+    /// The headers injected into one request need names of their own: two that fold to the
+    /// same name would reach the app as one. The error names the key the file sets (a default
+    /// name clashing with a configured one is the configured one's doing).
+    fn distinct_injected(&self, route: &[&str]) -> R<()> {
+        let of_route: Vec<&Injected> = route
+            .iter()
+            .filter_map(|k| {
+                self.injected
+                    .iter()
+                    .find(|i| i.key.strip_prefix("upstream.headers") == Some(k))
+            })
+            .collect();
+        for (n, a) in of_route.iter().enumerate() {
+            for b in &of_route[n + 1..] {
+                if a.folded == b.folded {
+                    let (blamed, other) = if b.line.is_some() { (b, a) } else { (a, b) };
+                    return Err(ConfigError::Invalid {
+                        path: self.path.clone(),
+                        key: blamed.key.clone(),
+                        line: blamed.line,
+                        message: format!(
+                            "`{}` is also {}; the headers injected into one request each need \
+                             their own name",
+                            blamed.folded, other.key
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     fn validate(&mut self, raw: RawConfig) -> R<Config> {
@@ -952,6 +990,18 @@ impl Cx<'_> {
                 "x-slack-user-name",
             )?,
         };
+        // Slack's requests get the installation's headers, signed-in browser requests the
+        // user's: a name may serve one of each, never two of either.
+        self.distinct_injected(&[
+            ".bot_token",
+            ".bot_id",
+            ".bot_user_id",
+            ".team_id",
+            ".enterprise_id",
+            ".enterprise_install",
+            ".user_token",
+        ])?;
+        self.distinct_injected(&[".user_id", ".team_id", ".user_email", ".user_name"])?;
 
         // Paths must not collide: each request must have one owner.
         let mut owned: Vec<(&str, &str)> = vec![

@@ -154,6 +154,15 @@ fn bad_values_name_their_key() {
             "[upstream.headers]\nuser_token = \"X_Slack_Bot_Token\"\n",
             "upstream.headers.user_token",
         ),
+        // A configured name clashing with a later key's default: the configured key is named.
+        (
+            "[upstream.headers]\nbot_token = \"X-Slack-User-Token\"\n",
+            "upstream.headers.bot_token",
+        ),
+        (
+            "[upstream.headers]\nuser_email = \"X-Slack-User-Id\"\n",
+            "upstream.headers.user_email",
+        ),
     ];
     for (extra, key) in cases {
         assert_eq!(
@@ -161,6 +170,29 @@ fn bad_values_name_their_key() {
             key,
             "for {extra}"
         );
+    }
+}
+
+#[test]
+fn an_injected_name_may_serve_one_header_of_each_route() {
+    // bot_user_id goes with Slack's requests, user_id with signed-in browser requests.
+    let c = load(&format!(
+        "{MINIMAL}[upstream.headers]\nuser_id = \"X-Slack-Bot-User-Id\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.upstream.headers.user_id, c.upstream.headers.bot_user_id);
+    // The refusal names the key and the line that set the name.
+    match load(&format!(
+        "{MINIMAL}[upstream.headers]\nbot_token = \"x_slack_user_token\"\n"
+    )) {
+        Err(ConfigError::Invalid {
+            key, line, message, ..
+        }) => {
+            assert_eq!(key, "upstream.headers.bot_token");
+            assert!(line.is_some(), "no line");
+            assert!(message.contains("upstream.headers.user_token"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
     }
 }
 
