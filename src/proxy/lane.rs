@@ -673,8 +673,15 @@ fn encode_lines(
     out.extend_from_slice(head.get(head.target));
     out.extend_from_slice(b" HTTP/1.1\r\n");
     put_header(out, b"host", live.upstream.host.as_bytes());
-    let connection = || fields.iter().filter(|f| f.fate == Fate::Connection);
-    let listed = |name: &[u8]| connection().any(|c| has_token(head.get(c.value), name));
+    // Most heads carry no `Connection` header: then no line needs checking against one.
+    let has_connection = fields.iter().any(|f| f.fate == Fate::Connection);
+    let listed = |name: &[u8]| {
+        has_connection
+            && fields
+                .iter()
+                .filter(|f| f.fate == Fate::Connection)
+                .any(|c| has_token(head.get(c.value), name))
+    };
     let mut host = None;
     for f in fields {
         let kept = match f.fate {
@@ -872,9 +879,11 @@ fn is_hop_by_hop(name: &[u8]) -> bool {
 /// `Connection` names) removed, a `Date` added when missing, a body that ends with the
 /// connection announced as chunked. `None` while incomplete.
 fn rewrite_response_head(buf: &[u8], out: &mut Vec<u8>) -> Result<Option<HeadRead>, UpstreamError> {
-    let mut raw = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-    let mut resp = httparse::Response::new(&mut raw);
-    let len = match resp.parse(buf) {
+    // Left uninitialised, as for requests: the headers are read once, below.
+    let mut raw = [const { std::mem::MaybeUninit::uninit() }; MAX_RESPONSE_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let parser = httparse::ParserConfig::default();
+    let len = match parser.parse_response_with_uninit_headers(&mut resp, buf, &mut raw) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err(UpstreamError::Response("malformed response head")),
