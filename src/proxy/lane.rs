@@ -398,8 +398,7 @@ where
                 put_header(out, name.as_str().as_bytes(), value.as_bytes());
             }
         }
-        let mut n = itoa::Buffer::new();
-        put_header(out, b"content-length", n.format(body.len()).as_bytes());
+        put_content_length(out, body.len());
         put_date(out);
         if close {
             out.extend_from_slice(b"connection: close\r\n");
@@ -579,6 +578,24 @@ fn put_status_line(out: &mut Vec<u8>, code: &str, reason: &str) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// An HTTP/1.1 request line for the upstream: `method`, `upstream.url`'s path prefix, the
+/// client's path and query.
+fn put_request_line(out: &mut Vec<u8>, method: &str, prefix: &str, target: &[u8]) {
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(prefix.as_bytes());
+    out.extend_from_slice(target);
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+}
+
+fn put_content_length(out: &mut Vec<u8>, len: usize) {
+    put_header(
+        out,
+        b"content-length",
+        itoa::Buffer::new().format(len).as_bytes(),
+    );
+}
+
 fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     // The separators pushed rather than copied: a copy is a call for every two bytes.
     out.reserve(name.len() + value.len() + 4);
@@ -668,10 +685,12 @@ fn encode_lines(
     resolved: Resolved,
 ) {
     out.clear();
-    out.extend_from_slice(b"POST ");
-    out.extend_from_slice(live.upstream.path_prefix.as_bytes());
-    out.extend_from_slice(head.get(head.target));
-    out.extend_from_slice(b" HTTP/1.1\r\n");
+    put_request_line(
+        out,
+        "POST",
+        &live.upstream.path_prefix,
+        head.get(head.target),
+    );
     put_header(out, b"host", live.upstream.host.as_bytes());
     // Most heads carry no `Connection` header: then no line needs checking against one.
     let has_connection = fields.iter().any(|f| f.fate == Fate::Connection);
@@ -706,12 +725,7 @@ fn encode_lines(
     injected(live, resolved, |name, value| {
         put_header(out, name.as_str().as_bytes(), value.as_bytes());
     });
-    let mut n = itoa::Buffer::new();
-    put_header(
-        out,
-        b"content-length",
-        n.format(head.content_length).as_bytes(),
-    );
+    put_content_length(out, head.content_length);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -719,17 +733,14 @@ fn encode_lines(
 /// client's was not kept.
 fn encode_request(out: &mut Vec<u8>, parts: &http::request::Parts, body_len: usize) {
     out.clear();
-    out.extend_from_slice(parts.method.as_str().as_bytes());
-    out.push(b' ');
+    // The path prefix is already in the target (prepare_upstream_request).
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
+    put_request_line(out, parts.method.as_str(), "", target.as_bytes());
     for (name, value) in &parts.headers {
         put_header(out, name.as_str().as_bytes(), value.as_bytes());
     }
     if !parts.headers.contains_key(header::CONTENT_LENGTH) {
-        let mut n = itoa::Buffer::new();
-        put_header(out, b"content-length", n.format(body_len).as_bytes());
+        put_content_length(out, body_len);
     }
     out.extend_from_slice(b"\r\n");
 }
