@@ -162,6 +162,10 @@ enum Step {
     Forward(Resolved),
 }
 
+/// Slack's signature headers.
+const TIMESTAMP: &str = "x-slack-request-timestamp";
+const SIGNATURE: &str = "x-slack-signature";
+
 /// The request headers the pipeline reads, wherever the transport keeps them (the first
 /// of each name, as [`http::HeaderMap::get`] has it).
 #[derive(Clone, Copy, Default)]
@@ -176,8 +180,8 @@ impl<'a> Signed<'a> {
         let get = |name| headers.get(name).map(HeaderValue::as_bytes);
         Signed {
             content_type: get(header::CONTENT_TYPE.as_str()),
-            timestamp: get("x-slack-request-timestamp"),
-            signature: get("x-slack-signature"),
+            timestamp: get(TIMESTAMP),
+            signature: get(SIGNATURE),
         }
     }
 
@@ -185,9 +189,9 @@ impl<'a> Signed<'a> {
     fn note(&mut self, name: &[u8], value: &'a [u8]) {
         let slot = if name.eq_ignore_ascii_case(b"content-type") {
             &mut self.content_type
-        } else if name.eq_ignore_ascii_case(b"x-slack-request-timestamp") {
+        } else if name.eq_ignore_ascii_case(TIMESTAMP.as_bytes()) {
             &mut self.timestamp
-        } else if name.eq_ignore_ascii_case(b"x-slack-signature") {
+        } else if name.eq_ignore_ascii_case(SIGNATURE.as_bytes()) {
             &mut self.signature
         } else {
             return;
@@ -433,12 +437,11 @@ async fn apply_lifecycle(
 
 /// Stage 8b: the injected headers, given to `set` after every inbound copy was removed.
 /// Token values come from the installation's cached header values; the ids are moved, not
-/// copied, into theirs. A value that cannot be a header (never the case for Slack ids) is
-/// left out rather than sent mangled.
+/// copied, into theirs.
 fn injected(live: &Live, r: Resolved, mut set: impl FnMut(&http::HeaderName, HeaderValue)) {
     let names = &live.config.upstream.headers;
     let mut put = |name, value: String| {
-        if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
+        if let Some(v) = owned_value(value) {
             set(name, v);
         }
     };
@@ -478,12 +481,17 @@ fn injected(live: &Live, r: Resolved, mut set: impl FnMut(&http::HeaderName, Hea
     }
 }
 
-/// Sets one header; a value that cannot be a header is left out rather than sent mangled.
-/// The string's buffer becomes the header's: no copy.
+/// Sets one header, as [`owned_value`] makes it.
 fn put(headers: &mut http::HeaderMap, name: &http::HeaderName, value: String) {
-    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
+    if let Some(v) = owned_value(value) {
         headers.insert(name.clone(), v);
     }
+}
+
+/// A header value that takes over the string's buffer (no copy). A value that cannot be a
+/// header (never the case for Slack ids) is `None`: left out rather than sent mangled.
+fn owned_value(value: String) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(Bytes::from(value)).ok()
 }
 
 /// Stages 8c and 9: send to the upstream and relay its answer as it is.
