@@ -13,7 +13,7 @@ BENCH="${BENCH:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}"
 REPO="${REPO:-$(cd "$BENCH/.." && pwd)}"
 
 bench_setup() {
-    if "$BENCH/venv-py/bin/python" -c 'import slack_bolt, gunicorn, gevent, uvicorn, aiohttp, packaging' 2>/dev/null \
+    if "$BENCH/venv-py/bin/python" -c 'import slack_bolt, gunicorn, gevent, uvicorn, aiohttp, packaging, urllib3' 2>/dev/null \
         && [[ -x "$BENCH/harness/rust/target/release/upstream" ]] \
         && command -v wrk >/dev/null && command -v nginx >/dev/null; then
         MIRROR_ONLY=1 bash "$BENCH/setup.sh"

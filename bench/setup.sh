@@ -48,11 +48,12 @@ if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null; then
 fi
 
 # --- Bolt for Python (the bolt_py* anchors); the harness runs under this venv's python too
-# (`packaging` is not declared by gunicorn but its gevent worker imports it.)
-if ! "$BENCH/venv-py/bin/python" -c 'import slack_bolt, gunicorn, gevent, uvicorn, aiohttp, packaging' 2>/dev/null; then
+# (`packaging` is not declared by gunicorn but its gevent worker imports it; bolt_py_fwd
+# forwards with urllib3.)
+if ! "$BENCH/venv-py/bin/python" -c 'import slack_bolt, gunicorn, gevent, uvicorn, aiohttp, packaging, urllib3' 2>/dev/null; then
     [[ -x "$BENCH/venv-py/bin/python" ]] || "${PYTHON:-python3}" -m venv "$BENCH/venv-py"
     "$BENCH/venv-py/bin/pip" install -q --upgrade pip
-    "$BENCH/venv-py/bin/pip" install -q slack-bolt slack-sdk gunicorn gevent 'uvicorn[standard]' aiohttp packaging
+    "$BENCH/venv-py/bin/pip" install -q slack-bolt slack-sdk gunicorn gevent 'uvicorn[standard]' aiohttp packaging urllib3
 fi
 
 # --- Bolt for JS (the bolt_js anchor; run_anchors.sh would otherwise install it on first run)
