@@ -104,6 +104,105 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
     assert_eq!(h.signed_event_status("T1").await, (200, true));
 }
 
+/// A signed event's head and body, the body split where the test pauses.
+/// Each call signs a new body, so none is taken for a replay of another.
+fn event_parts(chunked: bool) -> (String, String, String) {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let body = format!(
+        r#"{{"type":"event_callback","team_id":"T1","event_id":"EvSlow{n}","event":{{"type":"app_mention"}}}}"#
+    );
+    let body = body.as_str();
+    let ts = slack_gateway::http::unix_now();
+    let framing = if chunked {
+        "Transfer-Encoding: chunked".to_owned()
+    } else {
+        format!("Content-Length: {}", body.len())
+    };
+    let head = format!(
+        "POST /slack/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         X-Slack-Request-Timestamp: {ts}\r\nX-Slack-Signature: {}\r\n{framing}\r\n\r\n",
+        sign(SIGNING_SECRET, ts, body.as_bytes())
+    );
+    let (first, rest) = body.split_at(20);
+    if chunked {
+        (
+            head,
+            format!("{:x}\r\n{first}\r\n", first.len()),
+            format!("{:x}\r\n{rest}\r\n0\r\n\r\n", rest.len()),
+        )
+    } else {
+        (head, first.to_owned(), rest.to_owned())
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_body_gets_408_and_is_cut_off() {
+    let h = start("body_read_timeout = \"400ms\"").await;
+    // A plain Content-Length body (the fast lane's) and a chunked one (hyper's).
+    for chunked in [false, true] {
+        let (head, first, _) = event_parts(chunked);
+        let mut s = tokio::net::TcpStream::connect(h.public).await.unwrap();
+        s.write_all(format!("{head}{first}").as_bytes())
+            .await
+            .unwrap();
+        let (closed, answer) = closed_within(&mut s, Duration::from_secs(5)).await;
+        assert!(
+            closed,
+            "chunked={chunked}: still open after the body read timeout"
+        );
+        assert!(
+            answer.starts_with("HTTP/1.1 408"),
+            "chunked={chunked}: {answer}"
+        );
+        assert!(
+            answer.to_ascii_lowercase().contains("connection: close"),
+            "chunked={chunked}: {answer}"
+        );
+        assert!(
+            answer.contains("request body not received within 400ms"),
+            "{answer}"
+        );
+        assert!(!answer.contains("x-upstream"), "forwarded: {answer}");
+    }
+    assert!(
+        h.metric("slack_gateway_requests_total{route=\"slack\",status=\"408\"}")
+            .await
+            >= 2.0
+    );
+    assert_eq!(h.signed_event_status("T1").await, (200, true));
+}
+
+#[tokio::test]
+async fn a_body_that_arrives_in_pieces_within_the_timeout_is_forwarded() {
+    let h = start("body_read_timeout = \"2s\"").await;
+    for chunked in [false, true] {
+        let (head, first, rest) = event_parts(chunked);
+        let mut s = tokio::net::TcpStream::connect(h.public).await.unwrap();
+        s.write_all(format!("{head}{first}").as_bytes())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        s.write_all(rest.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .expect("no answer")
+                .unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        let answer = String::from_utf8_lossy(&got);
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "chunked={chunked}: {answer}"
+        );
+        assert!(answer.contains("x-upstream"), "not forwarded: {answer}");
+    }
+}
+
 #[tokio::test]
 async fn too_many_or_too_large_headers_get_431() {
     let h = start("max_headers = 20").await;

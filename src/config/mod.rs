@@ -41,6 +41,7 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub const DEFAULT_SLACK_API_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client must send its request headers within this time (slowloris).
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once on each listener; more wait in the kernel's backlog.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Request headers accepted per request (more get 431).
@@ -114,6 +115,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     #[serde(serialize_with = "ser_duration")]
     pub header_read_timeout: Duration,
+    /// How long a client has to send a request's body once its head has arrived.
+    #[serde(serialize_with = "ser_duration")]
+    pub body_read_timeout: Duration,
     pub max_connections: usize,
     pub max_headers: usize,
 }
@@ -706,6 +710,11 @@ impl Cx<'_> {
             &s.header_read_timeout,
             DEFAULT_HEADER_READ_TIMEOUT,
         )?;
+        let body_read_timeout = self.duration(
+            "server.body_read_timeout",
+            &s.body_read_timeout,
+            DEFAULT_BODY_READ_TIMEOUT,
+        )?;
         let max_connections = self.count(
             "server.max_connections",
             &s.max_connections,
@@ -1096,6 +1105,7 @@ impl Cx<'_> {
                 workers,
                 shutdown_grace,
                 header_read_timeout,
+                body_read_timeout,
                 max_connections,
                 max_headers,
             },

@@ -39,6 +39,7 @@ fn minimal_config_gets_sane_defaults() {
     assert_eq!(c.upstream.slack_paths, vec!["/slack/events"]);
     assert_eq!(c.upstream.timeout, Duration::from_millis(2500));
     assert_eq!(c.upstream.keepalive_timeout, Duration::from_secs(1));
+    assert_eq!(c.server.body_read_timeout, Duration::from_secs(10));
     assert_eq!(
         c.oauth.redirect_uri.as_str(),
         "http://127.0.0.1:3000/slack/oauth_redirect"
@@ -107,6 +108,14 @@ fn bad_values_name_their_key() {
         ("[upstream]\nurl = \"ftp://x\"\n", "upstream.url"),
         ("[server]\nlisten = \"nowhere\"\n", "server.listen"),
         ("[server]\nmax_body_bytes = 0\n", "server.max_body_bytes"),
+        (
+            "[server]\nbody_read_timeout = \"0ms\"\n",
+            "server.body_read_timeout",
+        ),
+        (
+            "[server]\nbody_read_timeout = \"slow\"\n",
+            "server.body_read_timeout",
+        ),
         (
             "[server]\npublic_url = \"http://gw.example.com\"\n",
             "oauth.redirect_uri",

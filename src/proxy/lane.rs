@@ -110,7 +110,8 @@ struct Lane<'a, I> {
     upstream: Option<Upstream>,
     /// The connection closes after the current response.
     close: bool,
-    /// `server.header_read_timeout`, for each head.
+    /// `server.header_read_timeout` for each head, then `server.body_read_timeout` for a
+    /// body that did not come with it.
     head_timer: LazyTimer,
     /// `upstream.timeout`, for each exchange with the upstream.
     upstream_timer: LazyTimer,
@@ -177,6 +178,15 @@ enum Next {
     Other(Bytes),
 }
 
+/// How reading a request body ended.
+enum BodyRead {
+    Whole(Bytes),
+    /// The client closed or the read failed: nobody to answer.
+    Gone,
+    /// Not all there within `server.body_read_timeout`.
+    Late,
+}
+
 /// What became of a forwarded request.
 enum Relayed {
     /// The upstream's response went to the client whole.
@@ -200,10 +210,17 @@ where
             };
             let started = Instant::now();
             self.close = head.close;
-            let Some(body) = self.read_body(head.content_length).await else {
-                return Served::Closed;
-            };
             let (gw, client) = (self.gw, self.client);
+            let timeout = live.config.server.body_read_timeout;
+            let body = match self.read_body(head.content_length, timeout).await {
+                BodyRead::Whole(body) => body,
+                BodyRead::Gone => return Served::Closed,
+                BodyRead::Late => {
+                    let e = super::ProxyError::BodyTimeout(timeout);
+                    self.respond(refuse(gw, client.addr, e), started).await;
+                    return Served::Closed;
+                }
+            };
             let signed = head.signed(&self.fields);
             let written = match decide(gw, &live, signed, &body).await {
                 Ok(Step::Forward(resolved)) => {
@@ -290,17 +307,24 @@ where
         }
     }
 
-    /// The body, `len` bytes (already checked against `server.max_body_bytes`). The buffer
-    /// grows with the bytes that arrive, not with what the head announced.
-    async fn read_body(&mut self, len: usize) -> Option<Bytes> {
-        while self.buf.len() < len {
-            self.buf.reserve((len - self.buf.len()).min(BODY_READ_STEP));
-            match self.io.read_buf(&mut self.buf).await {
-                Ok(0) | Err(_) => return None,
-                Ok(_) => {}
+    /// The body, `len` bytes (already checked against `server.max_body_bytes`), within
+    /// `timeout` of now. The buffer grows with the bytes that arrive, not with what the head
+    /// announced.
+    async fn read_body(&mut self, len: usize, timeout: Duration) -> BodyRead {
+        if self.buf.len() < len {
+            // Most bodies come with their head and never get here.
+            let deadline = tokio::time::Instant::now() + timeout;
+            while self.buf.len() < len {
+                self.buf.reserve((len - self.buf.len()).min(BODY_READ_STEP));
+                let read = self.io.read_buf(&mut self.buf);
+                match self.head_timer.within(deadline, read).await {
+                    None => return BodyRead::Late,
+                    Some(Ok(0) | Err(_)) => return BodyRead::Gone,
+                    Some(Ok(_)) => {}
+                }
             }
         }
-        Some(self.buf.split_to(len).freeze())
+        BodyRead::Whole(self.buf.split_to(len).freeze())
     }
 
     /// Stages 8c and 9: sends the request on this connection's upstream connection and
@@ -385,6 +409,9 @@ where
             .await
             .map(|c| c.to_bytes())
             .unwrap_or_default();
+        // The gateway's own answers carry a Connection header only to say close (a body
+        // that came too late): written once, below.
+        self.close |= parts.headers.contains_key(header::CONNECTION);
         let close = self.closing();
         let out = &mut self.out;
         out.clear();
@@ -394,7 +421,7 @@ where
             parts.status.canonical_reason().unwrap_or(""),
         );
         for (name, value) in &parts.headers {
-            if name != header::CONTENT_LENGTH {
+            if name != header::CONTENT_LENGTH && name != header::CONNECTION {
                 put_header(out, name.as_str().as_bytes(), value.as_bytes());
             }
         }

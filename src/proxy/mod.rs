@@ -43,6 +43,8 @@ pub enum ProxyError {
     BodyTooLarge(usize),
     #[error("could not read the request body: {0}")]
     BodyRead(String),
+    #[error("request body not received within {0:?}")]
+    BodyTimeout(std::time::Duration),
     #[error("invalid signature: {0}")]
     Signature(SignatureError),
     #[error("{0}")]
@@ -64,6 +66,7 @@ impl ProxyError {
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::Signature(_) => StatusCode::UNAUTHORIZED,
             ProxyError::Payload(PayloadError::UnsupportedContentType) => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
@@ -93,9 +96,18 @@ impl ProxyError {
     fn into_response(self) -> Response<Body> {
         let status = self.status();
         let mut r = text(status, self.client_reason());
-        if matches!(self, ProxyError::MethodNotAllowed) {
-            r.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        match self {
+            ProxyError::MethodNotAllowed => {
+                r.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            }
+            // The rest of the body may still come: the connection cannot carry another
+            // request.
+            ProxyError::BodyTimeout(_) => {
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
         }
         r
     }
@@ -121,7 +133,7 @@ pub async fn handle(
             return Err(ProxyError::MethodNotAllowed);
         }
         let (mut parts, body) = req.into_parts();
-        let body = read_body(body, &parts.headers, live.config.server.max_body_bytes).await?;
+        let body = read_body(body, &parts.headers, &live.config.server).await?;
         match decide(gw, live, Signed::of(&parts.headers), &body).await? {
             Step::Answer(r) => Ok(r),
             Step::Forward(resolved) => {
@@ -261,8 +273,20 @@ fn rewrite_and_inject(
     });
 }
 
-/// Stage 1: the body, bounded by `server.max_body_bytes`.
+/// Stage 1: the body, bounded by `server.max_body_bytes` and received within
+/// `server.body_read_timeout`.
 async fn read_body(
+    body: Incoming,
+    headers: &http::HeaderMap,
+    server: &crate::config::ServerConfig,
+) -> Result<Bytes, ProxyError> {
+    let timeout = server.body_read_timeout;
+    tokio::time::timeout(timeout, collect_body(body, headers, server.max_body_bytes))
+        .await
+        .unwrap_or(Err(ProxyError::BodyTimeout(timeout)))
+}
+
+async fn collect_body(
     body: Incoming,
     headers: &http::HeaderMap,
     max: usize,
@@ -591,7 +615,7 @@ pub async fn forward_browser(
 ) -> Response<Body> {
     let (mut parts, body) = req.into_parts();
     let result = async {
-        let body = read_body(body, &parts.headers, live.config.server.max_body_bytes).await?;
+        let body = read_body(body, &parts.headers, &live.config.server).await?;
         headers::rewrite_request(
             &mut parts.headers,
             &live.strip,
