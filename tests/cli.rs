@@ -40,6 +40,41 @@ fn check_prints_the_config_redacted_and_exits_zero() {
 }
 
 #[test]
+fn what_check_prints_is_a_config_check_accepts_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _, _) = write_config(dir.path(), "127.0.0.1:9".parse().unwrap(), "\"commands\"");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("timeout = \"5s\"", "timeout = \"2500ms\""),
+    )
+    .unwrap();
+    let check = |path: &std::path::Path| {
+        let out = Command::new(BIN)
+            .arg("check")
+            .arg("--config")
+            .arg(path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let printed = check(&path);
+    // Durations in the units a config file uses.
+    for line in [
+        "timeout = \"2500ms\"",
+        "state_ttl = \"10m\"",
+        "header_read_timeout = \"10s\"",
+    ] {
+        assert!(printed.contains(line), "{line} not in {printed}");
+    }
+    let again = dir.path().join("printed.toml");
+    std::fs::write(&again, &printed).unwrap();
+    assert_eq!(check(&again), printed);
+}
+
+#[test]
 fn a_bad_config_is_one_clear_line_and_exit_one() {
     let dir = tempfile::tempdir().unwrap();
     let (path, _, _) = write_config(dir.path(), "127.0.0.1:9".parse().unwrap(), "\"commands\"");

@@ -149,8 +149,6 @@ pub struct OAuthConfig {
     pub scopes: Vec<String>,
     pub user_scopes: Vec<String>,
     pub redirect_uri: Url,
-    /// Whether `redirect_uri` was written in the config (then it is sent to `oauth.v2.access`).
-    pub redirect_uri_configured: bool,
     pub team: Option<String>,
     pub install_path: String,
     pub redirect_path: String,
@@ -285,7 +283,22 @@ pub struct SlashCommand {
 }
 
 fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&humantime::format_duration(*d).to_string())
+    s.serialize_str(&duration_text(*d))
+}
+
+/// A duration as a config file writes it, in the largest unit that holds it whole ("2500ms",
+/// "10s", "10m", "24h"): what `check` prints can be read back.
+pub fn duration_text(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 || d.subsec_nanos() % 1_000_000 != 0 {
+        return humantime::format_duration(d).to_string();
+    }
+    match ms {
+        _ if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        _ if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        _ if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        _ => format!("{ms}ms"),
+    }
 }
 
 fn ser_header<S: serde::Serializer>(h: &HeaderName, s: S) -> Result<S::Ok, S::Error> {
@@ -824,11 +837,12 @@ impl Cx<'_> {
             &o.redirect_path,
             "/slack/oauth_redirect",
         )?;
-        let (redirect_uri, redirect_uri_configured) =
-            match self.url("oauth.redirect_uri", &o.redirect_uri)? {
-                Some(u) => (u, true),
-                None => (join_url(&public_url, &redirect_path), false),
-            };
+        // Written or derived, the redirect URI goes into every authorize URL, so
+        // `oauth.v2.access` gets it too (Slack requires the same value in both).
+        let redirect_uri = match self.url("oauth.redirect_uri", &o.redirect_uri)? {
+            Some(u) => u,
+            None => join_url(&public_url, &redirect_path),
+        };
         check_redirect_uri(
             self,
             "oauth.redirect_uri",
@@ -904,9 +918,11 @@ impl Cx<'_> {
             protect.push(value);
         }
         let allowed_teams = self.strings("signin.allowed_teams", &g.allowed_teams)?;
+        // Sign-in takes the install flow's team hint unless it has its own.
         let signin_team = self
             .string("signin.team", &g.team)?
-            .filter(|t| !t.is_empty());
+            .filter(|t| !t.is_empty())
+            .or_else(|| team.clone());
 
         if scopes.is_empty() && user_scopes.is_empty() && !signin_enabled {
             return Err(self.err(
@@ -1126,7 +1142,6 @@ impl Cx<'_> {
                 scopes,
                 user_scopes,
                 redirect_uri,
-                redirect_uri_configured,
                 team,
                 install_path,
                 redirect_path,

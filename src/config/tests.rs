@@ -244,3 +244,15 @@ fn redacted_output_hides_every_secret() {
     assert!(out.contains("client_id = \"123.456\""));
     assert!(!format!("{c:?}").contains("admintok"));
 }
+
+#[test]
+fn sign_in_takes_the_install_team_hint_unless_it_has_its_own() {
+    let signin = "[signin]\nenabled = true\ncookie_secret = \"0123456789abcdef0123456789abcdef\"\n";
+    let base = MINIMAL.replace("[oauth]\n", "[oauth]\nteam = \"T9\"\n");
+    let c = load(&format!("{base}{signin}")).unwrap();
+    assert_eq!(c.signin.team.as_deref(), Some("T9"));
+    let c = load(&format!("{base}{signin}team = \"T8\"\n")).unwrap();
+    assert_eq!(c.signin.team.as_deref(), Some("T8"));
+    let c = load(&format!("{MINIMAL}{signin}")).unwrap();
+    assert_eq!(c.signin.team, None);
+}
