@@ -625,6 +625,36 @@ async fn user_token_is_injected_only_for_the_user_who_installed_with_user_scopes
 }
 
 #[tokio::test]
+async fn a_user_only_install_gets_its_user_token_injected() {
+    let up = FakeUpstream::start().await;
+    let mut by_u1 = t1();
+    by_u1.bot_token = None;
+    by_u1.bot_id = None;
+    by_u1.bot_user_id = None;
+    by_u1.bot_scopes = None;
+    by_u1.user_token = Some(Token::new("xoxp-u1-only-user-token"));
+    by_u1.user_scopes = Some("search:read".into());
+    let gw = TestGateway::builder(up.url())
+        .toml("[upstream]\ninject_user_token = true")
+        .seed(by_u1)
+        .start()
+        .await;
+    let a = gw.post(slash_command("T1", "U1")).form().send().await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let r = up.last();
+    assert_eq!(
+        only(&r, "x-slack-user-token").as_deref(),
+        Some("xoxp-u1-only-user-token")
+    );
+    assert_eq!(r.header("x-slack-bot-token"), None);
+    assert_eq!(r.header("x-slack-team-id"), Some("T1"));
+    // Another user of the workspace: nothing to inject.
+    let a = gw.post(slash_command("T1", "U2")).form().send().await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_no_token(&up.last());
+}
+
+#[tokio::test]
 async fn user_token_is_not_injected_unless_configured() {
     let up = FakeUpstream::start().await;
     let mut by_u1 = t1();

@@ -374,7 +374,8 @@ async fn resolve_installation(
         }
     };
     let user = match (&identity.user_id, live.config.upstream.inject_user_token) {
-        (Some(uid), true) if bot.is_some() => {
+        // A user-only install (user scopes, no bot) has a user token and no bot record.
+        (Some(uid), true) if team.enterprise_id.is_some() || team.team_id.is_some() => {
             store::find_user_for(gw.store.as_ref(), app, &team, uid)
                 .await
                 .or_else(|e| match e {
