@@ -1392,7 +1392,13 @@ async fn tokens_revoked_for_the_bot_deletes_the_bot() {
     );
     let a = gw.post(event_for("T1")).send().await;
     assert_eq!(a.status, 200);
-    assert_no_token(&up.last());
+    let r = up.last();
+    assert_eq!(only(&r, "x-slack-bot-token"), None);
+    // Only the bot was revoked: the acting user's own token still stands.
+    assert_eq!(
+        only(&r, "x-slack-user-token").as_deref(),
+        Some("xoxp-u1-user-token")
+    );
 }
 
 #[tokio::test]
