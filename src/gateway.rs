@@ -106,7 +106,7 @@ impl Gateway {
     ) -> Arc<Self> {
         let fingerprint = crate::reload::fingerprint(&config_path, &config.referenced_files);
         let metrics = Metrics::new();
-        metrics.reload("success");
+        metrics.config_loaded();
         Arc::new(Gateway {
             live: ArcSwap::from_pointee(Live::new(config)),
             store,

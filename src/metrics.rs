@@ -214,6 +214,18 @@ impl Metrics {
             .inc();
     }
 
+    /// The config the gateway started with: not a reload, but the time its config took
+    /// effect; both reload series start at zero.
+    pub fn config_loaded(&self) {
+        for result in ["success", "failure"] {
+            let _ = self.reloads.get_or_create(&ResultLabel { result });
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.last_reload_success.set(now.as_secs_f64());
+    }
+
     pub fn reload(&self, result: &'static str) {
         self.reloads.get_or_create(&ResultLabel { result }).inc();
         if result == "success" {

@@ -80,7 +80,13 @@ pub fn reload_if_changed(gw: &Gateway) -> Result<Outcome, ReloadError> {
     if now.is_some() && now == gw.last_fingerprint() {
         return Ok(Outcome::Unchanged);
     }
-    reload(gw).map(|()| Outcome::Reloaded)
+    let result = reload(gw);
+    if result.is_err() {
+        // The same bad content is neither retried nor counted again on the next file event
+        // (editors and the watcher's folders raise several); a change to it reloads.
+        gw.set_fingerprint(now);
+    }
+    result.map(|()| Outcome::Reloaded)
 }
 
 fn load_and_swap(gw: &Gateway) -> Result<(), ReloadError> {

@@ -33,8 +33,8 @@ async fn a_scope_added_in_place_appears_in_the_next_authorize_url() {
     assert_eq!(
         h.metric("slack_gateway_config_reloads_total{result=\"success\"}")
             .await,
-        2.0,
-        "start + one reload"
+        1.0,
+        "one reload (the config the gateway started with is not one)"
     );
 }
 
@@ -106,6 +106,39 @@ async fn an_invalid_edit_keeps_the_old_config_and_a_later_fix_is_picked_up() {
 }
 
 #[tokio::test]
+async fn a_bad_file_is_counted_once_until_it_changes() {
+    let h = Harness::start("").await;
+    let good = h.config_text();
+    std::fs::write(
+        &h.config_path,
+        good.replace("[oauth]", "[oauth]\nscopez = [\"typo\"]"),
+    )
+    .unwrap();
+    // This call or the watcher, whichever comes first, reads the bad file once.
+    let first = reload_if_changed(&h.gw);
+    assert!(
+        matches!(first, Err(_) | Ok(Outcome::Unchanged)),
+        "{first:?}"
+    );
+    assert_eq!(
+        reload_if_changed(&h.gw).unwrap(),
+        Outcome::Unchanged,
+        "the same bad content is not read again"
+    );
+    tokio::time::sleep(slack_gateway::reload::WATCH_DEBOUNCE * 4).await;
+    assert_eq!(
+        h.metric("slack_gateway_config_reloads_total{result=\"failure\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        h.metric("slack_gateway_config_reloads_total{result=\"success\"}")
+            .await,
+        0.0
+    );
+}
+
+#[tokio::test]
 async fn unchanged_content_does_not_reload() {
     let h = Harness::start("").await;
     assert_eq!(reload_if_changed(&h.gw).unwrap(), Outcome::Unchanged);
@@ -147,7 +180,7 @@ async fn a_referenced_template_is_watched_too() {
         .ends_with(">v2</a>"));
     h.wait_for_metric(
         "slack_gateway_config_reloads_total{result=\"success\"}",
-        2.0,
+        1.0,
         "template change not seen by the watcher",
     )
     .await;
