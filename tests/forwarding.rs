@@ -1160,9 +1160,23 @@ async fn unknown_content_type_is_refused_415() {
         .send()
         .await;
     assert_eq!(a.status, 415);
-    let none = gw.post(event_for("T1")).no_content_type().send().await;
-    assert_eq!(none.status, 415, "no content type");
     assert_refused_then_ok(&gw, &up, a, 415).await;
+}
+
+#[tokio::test]
+async fn without_a_content_type_the_body_decides_as_in_slacks_sdks() {
+    let (up, gw) = seeded().await;
+    let a = gw.post(event_for("T1")).no_content_type().send().await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(up.last().header("x-slack-bot-token"), Some("xoxb-t1-token"));
+    let a = gw
+        .post(slash_command("T1", "U1"))
+        .no_content_type()
+        .send()
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(up.last().header("x-slack-bot-token"), Some("xoxb-t1-token"));
+    assert_eq!(up.count(), 2);
 }
 
 #[tokio::test]

@@ -220,7 +220,7 @@ async fn decide(
     signed: Signed<'_>,
     body: &Bytes,
 ) -> Result<Step, ProxyError> {
-    let kind = payload::content_kind(signed.content_type);
+    let kind = payload::content_kind(signed.content_type, body);
 
     if let Err(reason) = verify_signature(gw, live, signed, body) {
         // Slack's one unsigned request; answered, never forwarded.

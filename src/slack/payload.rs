@@ -79,9 +79,18 @@ pub enum ContentKind {
     Form,
 }
 
-/// Classifies a `Content-Type` header value by its media type (parameters ignored).
-pub fn content_kind(content_type: Option<&[u8]>) -> Option<ContentKind> {
-    let ct = std::str::from_utf8(content_type?).ok()?;
+/// Classifies a body by its `Content-Type` media type (parameters ignored). Without a
+/// `Content-Type` the body decides, as Slack's SDKs read it: JSON when it starts with `{`,
+/// else a form. A type Slack does not send is `None` (refused).
+pub fn content_kind(content_type: Option<&[u8]>, body: &[u8]) -> Option<ContentKind> {
+    let Some(content_type) = content_type else {
+        return Some(if body.first() == Some(&b'{') {
+            ContentKind::Json
+        } else {
+            ContentKind::Form
+        });
+    };
+    let ct = std::str::from_utf8(content_type).ok()?;
     let media = ct.split(';').next().unwrap_or("").trim();
     if media.eq_ignore_ascii_case("application/json") {
         Some(ContentKind::Json)

@@ -29,20 +29,29 @@ fn id(e: Option<&str>, t: Option<&str>, u: Option<&str>, org: bool) -> Identity 
 #[test]
 fn content_types_are_classified_by_media_type() {
     assert_eq!(
-        content_kind(Some(b"application/json")),
+        content_kind(Some(b"application/json"), b"{}"),
         Some(ContentKind::Json)
     );
     assert_eq!(
-        content_kind(Some(b"Application/JSON; charset=utf-8")),
+        content_kind(Some(b"Application/JSON; charset=utf-8"), b"{}"),
         Some(ContentKind::Json)
     );
     assert_eq!(
-        content_kind(Some(b"application/x-www-form-urlencoded")),
+        content_kind(Some(b"application/x-www-form-urlencoded"), b"{}"),
         Some(ContentKind::Form)
     );
-    assert_eq!(content_kind(Some(b"text/plain")), None);
-    assert_eq!(content_kind(Some(b"multipart/form-data; boundary=x")), None);
-    assert_eq!(content_kind(None), None);
+    assert_eq!(content_kind(Some(b"text/plain"), b"{}"), None);
+    assert_eq!(
+        content_kind(Some(b"multipart/form-data; boundary=x"), b"{}"),
+        None
+    );
+    // Without a Content-Type, the body decides.
+    assert_eq!(
+        content_kind(None, b"{\"type\":\"x\"}"),
+        Some(ContentKind::Json)
+    );
+    assert_eq!(content_kind(None, b"command=%2Fx"), Some(ContentKind::Form));
+    assert_eq!(content_kind(None, b""), Some(ContentKind::Form));
     assert_eq!(
         parse(None, b"{}"),
         Err(PayloadError::UnsupportedContentType)
