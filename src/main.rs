@@ -158,6 +158,11 @@ fn main() -> ExitCode {
 
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
+    // The certificate and key as the gateway would load them at start.
+    if let Some(t) = &config.server.tls {
+        slack_gateway::tls::load_certified_key(t)
+            .map_err(|e| anyhow::anyhow!("server.tls: {e}"))?;
+    }
     print!("{}", config.to_redacted_toml());
     for key in &config.placeholder_secrets {
         eprintln!("warning: {key} uses its development placeholder; set the environment variable before going live");

@@ -75,6 +75,35 @@ fn what_check_prints_is_a_config_check_accepts_again() {
 }
 
 #[test]
+fn check_loads_the_tls_pair_as_the_gateway_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _, _) = write_config_with(
+        dir.path(),
+        "127.0.0.1:9".parse().unwrap(),
+        "\"commands\"",
+        "client_id = \"111.222\"\nclient_secret = \"cli-client-secret\"\n",
+        "",
+    );
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "[slack]",
+        "tls = { cert = \"nope-cert.pem\", key = \"nope-key.pem\" }\n[slack]",
+    );
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("server.tls") && stderr.contains("nope-cert.pem"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_bad_config_is_one_clear_line_and_exit_one() {
     let dir = tempfile::tempdir().unwrap();
     let (path, _, _) = write_config(dir.path(), "127.0.0.1:9".parse().unwrap(), "\"commands\"");
