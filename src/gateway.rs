@@ -96,6 +96,9 @@ pub struct Gateway {
     tls: ArcSwapOption<Tls>,
     /// Fingerprint of the config and its files at the last load (see [`crate::reload`]).
     fingerprint: Mutex<Option<u64>>,
+    /// The watcher's last failed reload (the files' fingerprint and the error), so that the
+    /// same failure is not counted and logged again on every file event.
+    last_failure: Mutex<Option<(Option<u64>, String)>>,
 }
 
 impl Gateway {
@@ -117,6 +120,7 @@ impl Gateway {
             jwks: JwksCache::default(),
             draining: AtomicBool::new(false),
             fingerprint: Mutex::new(fingerprint),
+            last_failure: Mutex::new(None),
             config_path,
             tls: ArcSwapOption::empty(),
         })
@@ -153,6 +157,14 @@ impl Gateway {
 
     pub fn set_fingerprint(&self, f: Option<u64>) {
         *self.fingerprint.lock().expect("fingerprint lock") = f;
+    }
+
+    /// Records a failed reload; false when it is the same failure as the last one.
+    pub fn note_reload_failure(&self, failure: Option<(Option<u64>, String)>) -> bool {
+        let mut last = self.last_failure.lock().expect("reload failure lock");
+        let new = failure.is_none() || *last != failure;
+        *last = failure;
+        new
     }
 
     pub fn start_draining(&self) {

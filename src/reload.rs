@@ -61,16 +61,21 @@ pub fn fingerprint(config_path: &Path, referenced: &[PathBuf]) -> Option<u64> {
     Some(h.finish())
 }
 
-/// Reloads unconditionally (SIGHUP, `POST /-/reload`).
+/// Reloads unconditionally (SIGHUP, `POST /-/reload`): every attempt is counted.
 pub fn reload(gw: &Gateway) -> Result<(), ReloadError> {
-    match load_and_swap(gw) {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            gw.metrics.reload("failure");
-            tracing::error!(error = %e, "configuration reload failed; the previous configuration stays in force");
-            Err(e)
+    let result = load_and_swap(gw);
+    match &result {
+        Ok(()) => {
+            gw.note_reload_failure(None);
         }
+        Err(e) => failed(gw, e),
     }
+    result
+}
+
+fn failed(gw: &Gateway, e: &ReloadError) {
+    gw.metrics.reload("failure");
+    tracing::error!(error = %e, "configuration reload failed; the previous configuration stays in force");
 }
 
 /// Reloads when the config or a referenced file changed since the last load.
@@ -80,13 +85,21 @@ pub fn reload_if_changed(gw: &Gateway) -> Result<Outcome, ReloadError> {
     if now.is_some() && now == gw.last_fingerprint() {
         return Ok(Outcome::Unchanged);
     }
-    let result = reload(gw);
-    if result.is_err() {
-        // The same bad content is neither retried nor counted again on the next file event
-        // (editors and the watcher's folders raise several); a change to it reloads.
-        gw.set_fingerprint(now);
+    // A failed load is tried again on every event (a file the new config names may only
+    // now have appeared), but the same failure on the same content is counted and logged
+    // once: editors and the watched folders raise several events per change.
+    match load_and_swap(gw) {
+        Ok(()) => {
+            gw.note_reload_failure(None);
+            Ok(Outcome::Reloaded)
+        }
+        Err(e) => {
+            if gw.note_reload_failure(Some((now, e.to_string()))) {
+                failed(gw, &e);
+            }
+            Err(e)
+        }
     }
-    result.map(|()| Outcome::Reloaded)
 }
 
 fn load_and_swap(gw: &Gateway) -> Result<(), ReloadError> {
