@@ -1242,6 +1242,14 @@ async fn unsigned_ssl_check_other_than_form_one_is_refused_401() {
         .send()
         .await;
     assert_eq!(a.status, 401);
+    // Nor in one that does not say it is a form (signed, such a body is read as one).
+    let a = gw
+        .post("ssl_check=1")
+        .no_content_type()
+        .unsigned()
+        .send()
+        .await;
+    assert_eq!(a.status, 401);
     assert_refused_then_ok(&gw, &up, a, 401).await;
 }
 
@@ -1432,6 +1440,54 @@ async fn tokens_revoked_for_another_bot_keeps_this_one() {
     let a = gw.post(event_for("T1")).send().await;
     assert_eq!(a.status, 200);
     assert_eq!(up.last().header("x-slack-bot-token"), Some("xoxb-t1-token"));
+}
+
+#[tokio::test]
+async fn tokens_revoked_from_a_workspace_deletes_an_org_wide_user_only_token() {
+    let up = FakeUpstream::start().await;
+    let mut org_user = org_install("E1", "U9", "unused");
+    org_user.bot_token = None;
+    org_user.bot_id = None;
+    org_user.bot_user_id = None;
+    org_user.bot_scopes = None;
+    org_user.user_token = Some(Token::new("xoxp-u9-org-user-token"));
+    org_user.user_scopes = Some("search:read".into());
+    let gw = TestGateway::builder(up.url())
+        .toml("[upstream]\ninject_user_token = true")
+        .seed(org_user)
+        .start()
+        .await;
+    let command = || {
+        form(&[
+            ("team_id", "T5"),
+            ("enterprise_id", "E1"),
+            ("user_id", "U9"),
+            ("command", "/gw"),
+            ("trigger_id", &unique_id()),
+        ])
+    };
+    let a = gw.post(command()).form().send().await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(
+        only(&up.last(), "x-slack-user-token").as_deref(),
+        Some("xoxp-u9-org-user-token"),
+        "found at the org from a workspace of it"
+    );
+    // Slack tells the workspace the user's token was revoked.
+    let revoked = format!(
+        r#"{{"type":"event_callback","team_id":"T5","enterprise_id":"E1","api_app_id":"A111","event_id":"Ev{}","event":{{"type":"tokens_revoked","tokens":{{"oauth":["U9"],"bot":[]}}}},"authorizations":[{{"enterprise_id":"E1","team_id":"T5","user_id":"U9","is_bot":false,"is_enterprise_install":false}}]}}"#,
+        unique_id()
+    );
+    let a = gw.post(revoked).send().await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert!(
+        tokens_at_rest(&gw).await.is_empty(),
+        "{:?}",
+        tokens_at_rest(&gw).await
+    );
+    let a = gw.post(command()).form().send().await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_no_token(&up.last());
 }
 
 /// Every token still held anywhere in the store (any record, any field).

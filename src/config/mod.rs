@@ -918,11 +918,13 @@ impl Cx<'_> {
             protect.push(value);
         }
         let allowed_teams = self.strings("signin.allowed_teams", &g.allowed_teams)?;
-        // Sign-in takes the install flow's team hint unless it has its own.
-        let signin_team = self
-            .string("signin.team", &g.team)?
-            .filter(|t| !t.is_empty())
-            .or_else(|| team.clone());
+        // Sign-in takes the install flow's team hint unless it sets its own ("" for none).
+        let signin_team = match &g.team {
+            Some(_) => self
+                .string("signin.team", &g.team)?
+                .filter(|t| !t.is_empty()),
+            None => team.clone(),
+        };
 
         if scopes.is_empty() && user_scopes.is_empty() && !signin_enabled {
             return Err(self.err(

@@ -253,6 +253,8 @@ fn sign_in_takes_the_install_team_hint_unless_it_has_its_own() {
     assert_eq!(c.signin.team.as_deref(), Some("T9"));
     let c = load(&format!("{base}{signin}team = \"T8\"\n")).unwrap();
     assert_eq!(c.signin.team.as_deref(), Some("T8"));
+    let c = load(&format!("{base}{signin}team = \"\"\n")).unwrap();
+    assert_eq!(c.signin.team, None, "an empty team opts out");
     let c = load(&format!("{MINIMAL}{signin}")).unwrap();
     assert_eq!(c.signin.team, None);
 }

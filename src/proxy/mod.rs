@@ -223,8 +223,9 @@ async fn decide(
     let kind = payload::content_kind(signed.content_type, body);
 
     if let Err(reason) = verify_signature(gw, live, signed, body) {
-        // Slack's one unsigned request; answered, never forwarded.
-        if payload::is_ssl_check(kind, body) {
+        // Slack's one unsigned request (a form it declares as one); answered, never
+        // forwarded.
+        if signed.content_type.is_some() && payload::is_ssl_check(kind, body) {
             return Ok(Step::Answer(empty(StatusCode::OK)));
         }
         return Err(ProxyError::Signature(reason));
@@ -439,10 +440,21 @@ async fn apply_lifecycle(
             user_ids,
             bot_user_ids,
         } => {
+            // A user token lives under the workspace or, from an org-wide install, the org:
+            // wherever the lookup would find it, whether or not there is a bot.
+            let own = team_ref(&resolved.identity);
+            let mut places = vec![team.clone()];
+            for place in [Some(own.clone()), own.org()].into_iter().flatten() {
+                if !places.contains(&place) {
+                    places.push(place);
+                }
+            }
             for uid in user_ids {
-                match store::revoke_user_token(gw.store.as_ref(), app, &team, uid).await {
-                    Ok(_) | Err(StoreError::InvalidId(_)) => {}
-                    Err(e) => return Err(e.into()),
+                for place in &places {
+                    match store::revoke_user_token(gw.store.as_ref(), app, place, uid).await {
+                        Ok(_) | Err(StoreError::InvalidId(_)) => {}
+                        Err(e) => return Err(e.into()),
+                    }
                 }
             }
             let bot_named = resolved.bot.as_ref().is_some_and(|b| {
