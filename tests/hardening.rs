@@ -204,6 +204,35 @@ async fn a_body_that_arrives_in_pieces_within_the_timeout_is_forwarded() {
 }
 
 #[tokio::test]
+async fn a_client_that_writes_a_whole_oversized_body_before_reading_still_gets_413() {
+    let h = start("max_body_bytes = 4096").await;
+    let mut s = tokio::net::TcpStream::connect(h.public).await.unwrap();
+    let len = 8 << 20;
+    s.write_all(
+        format!(
+            "POST /slack/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: {len}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    // Closed under a client still writing, the connection would be reset and the answer
+    // lost: the gateway reads the rest first.
+    s.write_all(&vec![b'a'; len])
+        .await
+        .expect("the body is read, not reset");
+    let (closed, answer) = closed_within(&mut s, Duration::from_secs(5)).await;
+    assert!(closed);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert_eq!(h.signed_event_status("T1").await, (200, true));
+}
+
+#[tokio::test]
 async fn too_many_or_too_large_headers_get_431() {
     let h = start("max_headers = 20").await;
     let mut s = tokio::net::TcpStream::connect(h.public).await.unwrap();

@@ -13,10 +13,11 @@
 //! body bytes as they come, framing included.
 //!
 //! Anything else — another path or method, `Transfer-Encoding` or `Expect` on the request,
-//! HTTP/1.0, `Upgrade`, a head httparse refuses, more headers than `server.max_headers`, a
-//! declared body over `server.max_body_bytes` — is handed to hyper together with the bytes
-//! read so far ([`Rewind`]), and hyper serves the connection from then on exactly as it would
-//! have. The lane is never more lenient than hyper: it takes only what is unambiguous.
+//! HTTP/1.0, `Upgrade`, a head httparse refuses, more headers than `server.max_headers` — is
+//! handed to hyper together with the bytes read so far ([`Rewind`]), and hyper serves the
+//! connection from then on exactly as it would have. The lane is never more lenient than
+//! hyper: it takes only what is unambiguous. A declared body over `server.max_body_bytes` the
+//! lane refuses itself (413), reading what the client still sends of it before closing.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -176,6 +177,8 @@ enum Next {
     Slack(Head, Arc<Live>),
     Closed,
     Other(Bytes),
+    /// A head (split off) declaring a body over `server.max_body_bytes`, and its length.
+    TooLarge(usize, Arc<Live>),
 }
 
 /// How reading a request body ended.
@@ -207,6 +210,10 @@ where
                 Next::Slack(head, live) => (head, live),
                 Next::Closed => return Served::Closed,
                 Next::Other(bytes) => return Served::HandOver(bytes),
+                Next::TooLarge(declared, live) => {
+                    self.refuse_too_large(declared, &live).await;
+                    return Served::Closed;
+                }
             };
             let started = Instant::now();
             self.close = head.close;
@@ -270,6 +277,7 @@ where
                 match parse_head(&mut self.buf, &live, self.client, &mut self.fields) {
                     Parse::Partial => {}
                     Parse::Slack(head) => return Next::Slack(head, live),
+                    Parse::TooLarge(declared) => return Next::TooLarge(declared, live),
                     Parse::Other => return Next::Other(self.buf.split().freeze()),
                 }
             }
@@ -398,6 +406,35 @@ where
         }
     }
 
+    /// Answers 413 to a head declaring a body over `server.max_body_bytes`, then reads and
+    /// drops what the client still sends of that body (at most its declared length, within
+    /// `server.body_read_timeout`) before the connection closes: closed with the body unread,
+    /// the connection would be reset under a client still writing it, which would then lose
+    /// the answer.
+    async fn refuse_too_large(&mut self, declared: usize, live: &Live) {
+        let started = Instant::now();
+        let e = super::ProxyError::BodyTooLarge(live.config.server.max_body_bytes);
+        self.close = true;
+        if !self
+            .respond(refuse(self.gw, self.client.addr, e), started)
+            .await
+        {
+            return;
+        }
+        let _ = self.io.shutdown().await;
+        let mut left = declared.saturating_sub(self.buf.len());
+        let deadline = tokio::time::Instant::now() + live.config.server.body_read_timeout;
+        while left > 0 {
+            self.buf.clear();
+            self.buf.reserve(BODY_READ_STEP);
+            let read = self.io.read_buf(&mut self.buf);
+            match self.head_timer.within(deadline, read).await {
+                Some(Ok(n)) if n > 0 => left = left.saturating_sub(n),
+                _ => break,
+            }
+        }
+    }
+
     /// Writes the gateway's own answer; false when the client is gone.
     async fn respond(&mut self, resp: Response<Body>, started: Instant) -> bool {
         let (parts, body) = resp.into_parts();
@@ -461,6 +498,8 @@ enum Parse {
     Partial,
     Slack(Head),
     Other,
+    /// The declared body is over `server.max_body_bytes`; the head has been split off.
+    TooLarge(usize),
 }
 
 /// Parses the buffered head into `fields`. On `Slack` the head has been split off `buf`.
@@ -522,8 +561,8 @@ fn parse_head(buf: &mut BytesMut, live: &Live, client: &Client, fields: &mut Vec
     }
     let content_length = content_length.unwrap_or(0);
     if content_length > live.config.server.max_body_bytes {
-        // hyper's path answers 413 through the same pipeline.
-        return Parse::Other;
+        buf.advance(len);
+        return Parse::TooLarge(content_length);
     }
     let mut target = span(target.as_bytes());
     let bytes = buf.split_to(len).freeze();
