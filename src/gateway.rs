@@ -159,12 +159,19 @@ impl Gateway {
         *self.fingerprint.lock().expect("fingerprint lock") = f;
     }
 
-    /// Records a failed reload; false when it is the same failure as the last one.
-    pub fn note_reload_failure(&self, failure: Option<(Option<u64>, String)>) -> bool {
+    /// Records a failed reload (the files' fingerprint and the error); false when it is the
+    /// same failure as the last one.
+    pub fn note_reload_failure(&self, fingerprint: Option<u64>, error: String) -> bool {
+        let failure = Some((fingerprint, error));
         let mut last = self.last_failure.lock().expect("reload failure lock");
-        let new = failure.is_none() || *last != failure;
+        let new = *last != failure;
         *last = failure;
         new
+    }
+
+    /// A reload succeeded: the next failure is new whatever it is.
+    pub fn clear_reload_failure(&self) {
+        *self.last_failure.lock().expect("reload failure lock") = None;
     }
 
     pub fn start_draining(&self) {

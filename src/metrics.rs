@@ -220,20 +220,21 @@ impl Metrics {
         for result in ["success", "failure"] {
             let _ = self.reloads.get_or_create(&ResultLabel { result });
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        self.last_reload_success.set(now.as_secs_f64());
+        self.config_took_effect();
     }
 
     pub fn reload(&self, result: &'static str) {
         self.reloads.get_or_create(&ResultLabel { result }).inc();
         if result == "success" {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            self.last_reload_success.set(now.as_secs_f64());
+            self.config_took_effect();
         }
+    }
+
+    fn config_took_effect(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.last_reload_success.set(now.as_secs_f64());
     }
 
     pub fn upstream_error(&self, reason: &'static str) {

@@ -65,9 +65,7 @@ pub fn fingerprint(config_path: &Path, referenced: &[PathBuf]) -> Option<u64> {
 pub fn reload(gw: &Gateway) -> Result<(), ReloadError> {
     let result = load_and_swap(gw);
     match &result {
-        Ok(()) => {
-            gw.note_reload_failure(None);
-        }
+        Ok(()) => gw.clear_reload_failure(),
         Err(e) => failed(gw, e),
     }
     result
@@ -90,11 +88,11 @@ pub fn reload_if_changed(gw: &Gateway) -> Result<Outcome, ReloadError> {
     // once: editors and the watched folders raise several events per change.
     match load_and_swap(gw) {
         Ok(()) => {
-            gw.note_reload_failure(None);
+            gw.clear_reload_failure();
             Ok(Outcome::Reloaded)
         }
         Err(e) => {
-            if gw.note_reload_failure(Some((now, e.to_string()))) {
+            if gw.note_reload_failure(now, e.to_string()) {
                 failed(gw, &e);
             }
             Err(e)

@@ -288,7 +288,7 @@ fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Er
 
 /// A duration as a config file writes it, in the largest unit that holds it whole ("2500ms",
 /// "10s", "10m", "24h"): what `check` prints can be read back.
-pub fn duration_text(d: Duration) -> String {
+fn duration_text(d: Duration) -> String {
     let ms = d.as_millis();
     if ms == 0 || d.subsec_nanos() % 1_000_000 != 0 {
         return humantime::format_duration(d).to_string();

@@ -364,7 +364,9 @@ async fn resolve_installation(
 ) -> Result<Resolved, ProxyError> {
     let app = &live.config.slack.client_id;
     let team = team_ref(&identity);
-    let bot = if team.enterprise_id.is_none() && team.team_id.is_none() {
+    // A request that names no workspace or org has no installation to look up.
+    let named = team.enterprise_id.is_some() || team.team_id.is_some();
+    let bot = if !named {
         None
     } else {
         match store::find_bot_for(gw.store.as_ref(), app, &team).await {
@@ -375,8 +377,8 @@ async fn resolve_installation(
         }
     };
     let user = match (&identity.user_id, live.config.upstream.inject_user_token) {
-        // A user-only install (user scopes, no bot) has a user token and no bot record.
-        (Some(uid), true) if team.enterprise_id.is_some() || team.team_id.is_some() => {
+        // Looked up with or without a bot: a user-only install (user scopes) has no bot record.
+        (Some(uid), true) if named => {
             store::find_user_for(gw.store.as_ref(), app, &team, uid)
                 .await
                 .or_else(|e| match e {
