@@ -7,16 +7,21 @@ use std::time::{Duration, Instant};
 
 use support::binary::*;
 
+/// `slack-gateway check --config path`.
+fn check(path: &std::path::Path) -> std::process::Output {
+    Command::new(BIN)
+        .arg("check")
+        .arg("--config")
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn check_prints_the_config_redacted_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let (path, _, _) = write_config(dir.path(), "127.0.0.1:9".parse().unwrap(), "\"commands\"");
-    let out = Command::new(BIN)
-        .arg("check")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check(&path);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -49,18 +54,13 @@ fn what_check_prints_is_a_config_check_accepts_again() {
         text.replace("timeout = \"5s\"", "timeout = \"2500ms\""),
     )
     .unwrap();
-    let check = |path: &std::path::Path| {
-        let out = Command::new(BIN)
-            .arg("check")
-            .arg("--config")
-            .arg(path)
-            .output()
-            .unwrap();
+    let printed_by_check = |path: &std::path::Path| {
+        let out = check(path);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert_eq!(out.status.code(), Some(0), "{stderr}");
         String::from_utf8(out.stdout).unwrap()
     };
-    let printed = check(&path);
+    let printed = printed_by_check(&path);
     // Durations in the units a config file uses.
     for line in [
         "timeout = \"2500ms\"",
@@ -71,7 +71,7 @@ fn what_check_prints_is_a_config_check_accepts_again() {
     }
     let again = dir.path().join("printed.toml");
     std::fs::write(&again, &printed).unwrap();
-    assert_eq!(check(&again), printed);
+    assert_eq!(printed_by_check(&again), printed);
 }
 
 #[test]
@@ -89,12 +89,7 @@ fn check_loads_the_tls_pair_as_the_gateway_would() {
         "tls = { cert = \"nope-cert.pem\", key = \"nope-key.pem\" }\n[slack]",
     );
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(BIN)
-        .arg("check")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check(&path);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -126,12 +121,7 @@ fn a_bad_config_is_one_clear_line_and_exit_one() {
             "{stderr}"
         );
     }
-    let out = Command::new(BIN)
-        .arg("check")
-        .arg("--config")
-        .arg(dir.path().join("missing.toml"))
-        .output()
-        .unwrap();
+    let out = check(&dir.path().join("missing.toml"));
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
 }
@@ -319,14 +309,9 @@ fn a_secret_file_others_can_read_is_warned_about() {
         &format!("signing_secret_file = \"{}\"", secret.display()),
     );
     std::fs::write(&path, text).unwrap();
-    let check = |mode: u32| {
+    let warned = |mode: u32| {
         std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(mode)).unwrap();
-        let out = Command::new(BIN)
-            .arg("check")
-            .arg("--config")
-            .arg(&path)
-            .output()
-            .unwrap();
+        let out = check(&path);
         assert_eq!(out.status.code(), Some(0));
         let stderr = String::from_utf8(out.stderr).unwrap();
         assert!(
@@ -335,6 +320,6 @@ fn a_secret_file_others_can_read_is_warned_about() {
         );
         stderr.contains("readable by group or others")
     };
-    assert!(check(0o644), "a 0644 secret file is warned about");
-    assert!(!check(0o600), "a 0600 secret file is not");
+    assert!(warned(0o644), "a 0644 secret file is warned about");
+    assert!(!warned(0o600), "a 0600 secret file is not");
 }

@@ -142,6 +142,17 @@ fn t1() -> Installation {
     workspace_install("T1", "U1", "xoxb-t1-token")
 }
 
+/// `inst` as an install with user scopes only: a user token and no bot.
+fn user_only(mut inst: Installation, user_token: &str) -> Installation {
+    inst.bot_token = None;
+    inst.bot_id = None;
+    inst.bot_user_id = None;
+    inst.bot_scopes = None;
+    inst.user_token = Some(Token::new(user_token));
+    inst.user_scopes = Some("search:read".into());
+    inst
+}
+
 fn t3() -> Installation {
     workspace_install("T3", "U3", "xoxb-t3-token")
 }
@@ -627,16 +638,9 @@ async fn user_token_is_injected_only_for_the_user_who_installed_with_user_scopes
 #[tokio::test]
 async fn a_user_only_install_gets_its_user_token_injected() {
     let up = FakeUpstream::start().await;
-    let mut by_u1 = t1();
-    by_u1.bot_token = None;
-    by_u1.bot_id = None;
-    by_u1.bot_user_id = None;
-    by_u1.bot_scopes = None;
-    by_u1.user_token = Some(Token::new("xoxp-u1-only-user-token"));
-    by_u1.user_scopes = Some("search:read".into());
     let gw = TestGateway::builder(up.url())
         .toml("[upstream]\ninject_user_token = true")
-        .seed(by_u1)
+        .seed(user_only(t1(), "xoxp-u1-only-user-token"))
         .start()
         .await;
     let a = gw.post(slash_command("T1", "U1")).form().send().await;
@@ -1445,13 +1449,7 @@ async fn tokens_revoked_for_another_bot_keeps_this_one() {
 #[tokio::test]
 async fn tokens_revoked_from_a_workspace_deletes_an_org_wide_user_only_token() {
     let up = FakeUpstream::start().await;
-    let mut org_user = org_install("E1", "U9", "unused");
-    org_user.bot_token = None;
-    org_user.bot_id = None;
-    org_user.bot_user_id = None;
-    org_user.bot_scopes = None;
-    org_user.user_token = Some(Token::new("xoxp-u9-org-user-token"));
-    org_user.user_scopes = Some("search:read".into());
+    let org_user = user_only(org_install("E1", "U9", "unused"), "xoxp-u9-org-user-token");
     let gw = TestGateway::builder(up.url())
         .toml("[upstream]\ninject_user_token = true")
         .seed(org_user)

@@ -6,9 +6,9 @@ mod support;
 use std::time::Duration;
 
 use slack_gateway::slack::signature::sign;
-use support::closed_within;
 use support::fake_slack::FakeSlack;
 use support::oauth_harness::{Harness, CLIENT_ID, CLIENT_SECRET, SIGNING_SECRET};
+use support::{closed_within, read_answer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn start(server_extra: &str) -> Harness {
@@ -184,17 +184,7 @@ async fn a_body_that_arrives_in_pieces_within_the_timeout_is_forwarded() {
             .unwrap();
         tokio::time::sleep(Duration::from_millis(150)).await;
         s.write_all(rest.as_bytes()).await.unwrap();
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
-            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-                .await
-                .expect("no answer")
-                .unwrap();
-            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
-            got.extend_from_slice(&buf[..n]);
-        }
-        let answer = String::from_utf8_lossy(&got);
+        let answer = read_answer(&mut s).await.expect("no answer");
         assert!(
             answer.starts_with("HTTP/1.1 200"),
             "chunked={chunked}: {answer}"

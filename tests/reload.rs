@@ -17,6 +17,11 @@ fn with_scopes(text: &str, scopes: &str) -> String {
     )
 }
 
+/// `text` with a misspelt key: a config that does not load.
+fn with_a_typo(text: &str) -> String {
+    text.replace("[oauth]", "[oauth]\nscopez = [\"typo\"]")
+}
+
 #[tokio::test]
 async fn a_scope_added_in_place_appears_in_the_next_authorize_url() {
     let h = Harness::start("").await;
@@ -80,11 +85,7 @@ async fn a_kubernetes_style_symlink_swap_is_seen() {
 async fn an_invalid_edit_keeps_the_old_config_and_a_later_fix_is_picked_up() {
     let h = Harness::start("").await;
     let good = h.config_text();
-    std::fs::write(
-        &h.config_path,
-        good.replace("[oauth]", "[oauth]\nscopez = [\"typo\"]"),
-    )
-    .unwrap();
+    std::fs::write(&h.config_path, with_a_typo(&good)).unwrap();
     h.wait_for_metric(
         "slack_gateway_config_reloads_total{result=\"failure\"}",
         1.0,
@@ -108,12 +109,7 @@ async fn an_invalid_edit_keeps_the_old_config_and_a_later_fix_is_picked_up() {
 #[tokio::test]
 async fn the_same_failure_is_counted_once() {
     let h = Harness::start("").await;
-    let good = h.config_text();
-    std::fs::write(
-        &h.config_path,
-        good.replace("[oauth]", "[oauth]\nscopez = [\"typo\"]"),
-    )
-    .unwrap();
+    std::fs::write(&h.config_path, with_a_typo(&h.config_text())).unwrap();
     // Read again on every event (and here), but counted and logged once.
     assert!(reload_if_changed(&h.gw).is_err());
     assert!(reload_if_changed(&h.gw).is_err());

@@ -752,6 +752,20 @@ pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, String) {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let _ = s.write_all(request).await;
     let _ = s.flush().await;
+    let text = read_answer(&mut s)
+        .await
+        .unwrap_or_else(|| panic!("no answer from {addr}"));
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
+    (status, text)
+}
+
+/// Reads one answer from `s`: until a complete response has arrived or the server closes,
+/// within [`READY_LIMIT`] (`None`: neither happened in time).
+pub async fn read_answer(s: &mut TcpStream) -> Option<String> {
     let mut out = Vec::new();
     let read = tokio::time::timeout(READY_LIMIT, async {
         let mut buf = [0u8; 8192];
@@ -769,14 +783,8 @@ pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, String) {
         }
     })
     .await;
-    assert!(read.is_ok(), "no answer from {addr}");
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
-    (status, text)
+    read.ok()?;
+    Some(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// Reads until the server closes the connection or `limit` passes: whether it closed, and
