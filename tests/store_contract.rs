@@ -175,3 +175,24 @@ async fn sled_keeps_the_bot_count_on_disk_and_counts_an_older_store_once() {
         .expect("written back at open");
     assert_eq!(kept.as_ref(), &3u64.to_be_bytes());
 }
+
+#[tokio::test]
+async fn a_store_closed_and_opened_again_at_once_opens_and_a_held_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    // sled lets go of its file lock a moment after the last handle is dropped.
+    for i in 0..30 {
+        let store = SledStore::open(&path).unwrap_or_else(|e| panic!("open {i}: {e}"));
+        store
+            .save(APP, &workspace_install(&format!("T{i}"), "U1", "xoxb-t"))
+            .await
+            .unwrap();
+        drop(store);
+    }
+    let held = SledStore::open(&path).unwrap();
+    assert_eq!(held.bot_count(), 30);
+    let e = SledStore::open(&path)
+        .err()
+        .expect("a held store is refused");
+    assert!(e.to_string().contains("could not acquire lock"), "{e}");
+}

@@ -57,6 +57,32 @@ const READ_CACHE_MAX_RECORDS: usize = 20_000;
 /// sled's own page cache. Its default (1 GiB) would hold a large store entirely in memory.
 const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
+/// How long an open waits for sled's file lock to be let go (see [`open_db`]).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens sled's database at `path`. sled's file lock outlives the last handle by a moment (its
+/// flusher thread lets go of the file after the handle is dropped), so a store closed and
+/// opened again at once in one process can find it still held: such an open is tried again
+/// for up to [`LOCK_WAIT`]. A lock another running gateway holds fails after that wait.
+fn open_db(path: &Path) -> sled::Result<sled::Db> {
+    let config = sled::Config::new()
+        .path(path)
+        .mode(sled::Mode::HighThroughput)
+        .cache_capacity(SLED_CACHE_BYTES);
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            opened => return opened,
+        }
+    }
+}
+
 impl SledStore {
     /// Opens (or creates, mode 0700) the store folder; tokens are stored as given.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -70,12 +96,7 @@ impl SledStore {
             source,
         };
         create_private_dir(path).map_err(|e| open_err(Box::new(e)))?;
-        let db = sled::Config::new()
-            .path(path)
-            .mode(sled::Mode::HighThroughput)
-            .cache_capacity(SLED_CACHE_BYTES)
-            .open()
-            .map_err(|e| open_err(Box::new(e)))?;
+        let db = open_db(path).map_err(|e| open_err(Box::new(e)))?;
         let tree = db.open_tree(TREE).map_err(|e| open_err(Box::new(e)))?;
         let states = db.open_tree(STATES).map_err(|e| open_err(Box::new(e)))?;
         let bots = match tree
