@@ -2,8 +2,9 @@
 //!
 //! Triggers: the file watcher ([`spawn_watcher`], on the config's folder and the folders of
 //! every file it references, so editors that save by rename and Kubernetes' symlink swaps are
-//! seen), SIGHUP and `POST /-/reload`. The watcher debounces bursts of events and reloads only
-//! when the content of the config or a referenced file changed.
+//! seen), SIGHUP and `POST /-/reload`. The watcher debounces bursts of events, for at most
+//! [`WATCH_MAX_DELAY`] (a folder that is never quiet must not hold a change back), and reloads
+//! only when the content of the config or a referenced file changed.
 //!
 //! Reload never makes things worse: the new config, and its TLS certificate if any, are
 //! loaded and checked aside; on any error the reason is logged (key and line) and the old
@@ -32,6 +33,11 @@ pub const RESTART_ONLY: [&str; 4] = [
 
 /// Quiet time after a file event before reloading: editors write in several steps.
 pub const WATCH_DEBOUNCE: Duration = Duration::from_millis(150);
+/// Longest a change waits for the folder to fall quiet. A busy folder (a log file beside
+/// `gateway.toml`, written on every request) never does: past this, the files are compared
+/// and a change applied anyway, so a change is in force within about this long whatever else
+/// happens in its folder.
+pub const WATCH_MAX_DELAY: Duration = Duration::from_millis(500);
 
 /// Why a reload was refused. The old configuration stays in force.
 #[derive(Debug, thiserror::Error)]
@@ -214,9 +220,11 @@ pub fn spawn_watcher(gw: &Arc<Gateway>) -> Option<tokio::task::JoinHandle<()>> {
             let _ = reload_if_changed(&gw);
         }
         while rx.recv().await.is_some() {
-            // Debounce: wait until events stop for a moment.
+            // Debounce: wait until events stop for a moment, or the longest wait passed.
+            let deadline = tokio::time::Instant::now() + WATCH_MAX_DELAY;
             loop {
-                match tokio::time::timeout(WATCH_DEBOUNCE, rx.recv()).await {
+                let quiet = (tokio::time::Instant::now() + WATCH_DEBOUNCE).min(deadline);
+                match tokio::time::timeout_at(quiet, rx.recv()).await {
                     Ok(Some(())) => continue,
                     Ok(None) => return,
                     Err(_) => break,

@@ -240,3 +240,73 @@ async fn post_reload_answers_with_the_outcome() {
     assert_eq!(r.status(), 200);
     assert_eq!(h.authorize_query().await["scope"], "commands");
 }
+
+/// Appends to a file in `dir` every 20 ms (a log beside gateway.toml, written on every
+/// request) until the returned guard is dropped: the folder is never quiet.
+fn keep_busy(dir: &std::path::Path) -> tokio::task::JoinHandle<()> {
+    let log = dir.join("gateway.log");
+    tokio::spawn(async move {
+        loop {
+            use std::io::Write as _;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .unwrap();
+            writeln!(f, "refused unsigned or badly signed request").unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+}
+
+#[tokio::test]
+async fn config_changes_apply_while_the_folder_is_busy() {
+    let h = Harness::start("").await;
+    let busy = keep_busy(h.config_path.parent().unwrap());
+    let text = with_scopes(&h.config_text(), "\"chat:write\", \"files:read\"");
+    std::fs::write(&h.config_path, text).unwrap();
+    let seen = h.wait_for_scope("chat:write,files:read", SEEN_WITHIN).await;
+    busy.abort();
+    assert!(seen, "a busy folder held the change back");
+}
+
+#[tokio::test]
+async fn a_secret_file_swapped_by_rename_applies_while_the_folder_is_busy() {
+    let h = Harness::start("").await;
+    let dir = h.config_path.parent().unwrap().to_path_buf();
+    let secret = dir.join("signing.txt");
+    std::fs::write(&secret, SIGNING_SECRET).unwrap();
+    let text = h.config_text();
+    let inline = text
+        .lines()
+        .find(|l| l.starts_with("signing_secret = "))
+        .unwrap()
+        .to_owned();
+    std::fs::write(
+        &h.config_path,
+        text.replace(&inline, "signing_secret_file = \"signing.txt\""),
+    )
+    .unwrap();
+    h.wait_for_metric(
+        "slack_gateway_config_reloads_total{result=\"success\"}",
+        1.0,
+        "the config naming the secret file was not loaded",
+    )
+    .await;
+    let busy = keep_busy(&dir);
+    let tmp = dir.join("signing.txt.new");
+    std::fs::write(&tmp, "a-rotated-signing-secret").unwrap();
+    std::fs::rename(&tmp, &secret).unwrap();
+    let deadline = std::time::Instant::now() + SEEN_WITHIN;
+    let mut refused = false;
+    while std::time::Instant::now() < deadline {
+        // Signed with the old secret: refused once the new one is in force.
+        if h.signed_event_status("T0NONE").await.0 == 401 {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    busy.abort();
+    assert!(refused, "the swapped secret file was never applied");
+}
