@@ -6,7 +6,9 @@
 //!   and `-` treated alike, is removed before anything is injected: many upstream stacks
 //!   (CGI, WSGI, Rack, PHP) fold `X_Slack_Bot_Token` and `X-Slack-Bot-Token` into one variable,
 //!   so removing only the exact name would let a client smuggle a token in.
-//! - `X-Forwarded-For/Proto/Host` come from the real peer unless the peer is a trusted proxy.
+//! - `X-Forwarded-For/Proto/Host` come from the real peer unless the peer is a trusted proxy;
+//!   every other `X-Forwarded-*` (and `Forwarded`), in any spelling, is dropped unless the peer
+//!   is a trusted proxy.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -111,8 +113,9 @@ pub enum Fate {
     Drop,
     /// `Connection`: removed, and so is every header it names.
     Connection,
-    /// One of the forwarding headers the gateway sets ([`FORWARDED`]): removed when the peer
-    /// is not a trusted proxy, extended when it is.
+    /// A forwarding header: one the gateway sets ([`FORWARDED`]) or any other
+    /// `X-Forwarded-*`. Removed when the peer is not a trusted proxy; from a trusted proxy the
+    /// gateway's own are extended and the others kept.
     Forwarded,
     /// `Host`: reported as `X-Forwarded-Host`; the upstream gets its own.
     Host,
@@ -134,11 +137,27 @@ pub fn fate(name: &[u8], strip: &StripSet) -> Fate {
         // (X_Forwarded_For, Content_Length): no proxy's doing, trusted or not, and an upstream
         // that folds `_` into `-` would read them as the real thing.
         Fate::Drop
+    } else if folds_to_prefix(name, X_FORWARDED_PREFIX) {
+        // Every other X-Forwarded-* (Port, Prefix, Ssl, Scheme, Server, Uri, ...): nobody's but
+        // a trusted proxy's to say. The `_` spellings are no proxy's doing, as above.
+        if name.contains(&b'_') {
+            Fate::Drop
+        } else {
+            Fate::Forwarded
+        }
     } else if is(&header::HOST) {
         Fate::Host
     } else {
         Fate::Keep
     }
+}
+
+/// The folded prefix of every forwarding header a client might claim.
+const X_FORWARDED_PREFIX: &str = "x-forwarded-";
+
+/// True when `name` folded starts with `prefix` (lowercase, `-` for `_`).
+fn folds_to_prefix(name: &[u8], prefix: &str) -> bool {
+    name.len() >= prefix.len() && folds_to(&name[..prefix.len()], prefix)
 }
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
@@ -347,6 +366,11 @@ mod tests {
             ("X_SLACK_BOT_TOKEN", Fate::Drop),
             ("HOST", Fate::Host),
             ("X-App", Fate::Keep),
+            ("X-Forwarded-Port", Fate::Forwarded),
+            ("x-forwarded-prefix", Fate::Forwarded),
+            ("X_Forwarded_Ssl", Fate::Drop),
+            ("x-forwarded_scheme", Fate::Drop),
+            ("X-Forwarded", Fate::Keep),
         ] {
             assert_eq!(fate(name.as_bytes(), &strip), want, "{name}");
         }
