@@ -347,3 +347,59 @@ async fn unprotected_paths_are_not_forwarded() {
     );
     assert_eq!(h.get("/other", None).await.status(), 404);
 }
+
+/// Writes `request` to the public listener as is (reqwest would resolve dot segments itself)
+/// and returns the status and the whole answer.
+async fn raw(h: &Harness, request: String) -> (u16, String) {
+    support::raw_http(h.public, request.as_bytes()).await
+}
+
+/// A signed-in user of any workspace must not reach the app's Slack handler with an unsigned
+/// request by spelling a Slack path another way under a protected prefix.
+#[tokio::test]
+async fn unsigned_requests_never_reach_the_slack_handler_through_a_protected_prefix() {
+    let h = start("").await;
+    let (_, session, _) = sign_in(&h, "/slack/login").await;
+    let session = session.expect("signed in");
+    let body = r#"{"type":"event_callback","team_id":"T0SIGNIN","event":{"type":"app_mention"}}"#;
+    for path in [
+        "/app/../slack/events",
+        "/app/%2e%2e/slack/events",
+        "/app/%2E%2e/SLACK/EVENTS/",
+        "/app/..%2fslack/events",
+        "/app/..%2Fslack%2Fevents",
+        "/app/..;/slack/events",
+        "/app/..\\slack/events",
+        "/app//..//..//slack//events/.",
+        "/app/%252e%252e/slack/events",
+    ] {
+        let (status, answer) = raw(
+            &h,
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: gw.example\r\nCookie: {session}\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+        .await;
+        assert!((400..500).contains(&status), "{path}: {answer}");
+        assert!(
+            !answer.contains("x-upstream"),
+            "{path} was forwarded: {answer}"
+        );
+    }
+    // Pages under the protected prefix are still served, with the path as it was matched.
+    let (status, answer) = raw(
+        &h,
+        format!(
+            "GET /app//reports/./x/../y?m=1 HTTP/1.1\r\nHost: gw.example\r\nCookie: {session}\r\n\
+             Connection: close\r\n\r\n"
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer.contains(r#""path":"/app/reports/y?m=1""#),
+        "{answer}"
+    );
+}

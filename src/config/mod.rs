@@ -1056,6 +1056,28 @@ impl Cx<'_> {
             }
         }
 
+        // A protected prefix must not cover a Slack path, nor lie under one, in any spelling:
+        // Slack's requests are verified, never signed in, and a browser request must never
+        // reach the app's Slack handler.
+        for (p, at) in protect.iter().zip(g.protect.iter().flatten()) {
+            let pk = crate::http::path_key(p);
+            let clash = slack_paths.iter().find(|s| {
+                let sk = crate::http::path_key(s);
+                crate::http::key_covers(&pk, &sk) || crate::http::key_covers(&sk, &pk)
+            });
+            if let Some(s) = clash {
+                return Err(self.err(
+                    "signin.protect",
+                    Some(at),
+                    format!(
+                        "`{p}` overlaps upstream.slack_paths `{s}`: Slack's requests are \
+                         verified by their signature, never by a sign-in; protect the app's own \
+                         page prefixes instead (e.g. \"/app\")"
+                    ),
+                ));
+            }
+        }
+
         // [storage]
         let st = &raw.storage;
         let storage_path = self

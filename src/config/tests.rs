@@ -258,3 +258,35 @@ fn sign_in_takes_the_install_team_hint_unless_it_has_its_own() {
     let c = load(&format!("{MINIMAL}{signin}")).unwrap();
     assert_eq!(c.signin.team, None);
 }
+
+#[test]
+fn a_protect_prefix_overlapping_a_slack_path_is_refused() {
+    let with = |protect: &str| {
+        format!(
+            "{MINIMAL}[signin]\nenabled = true\ncookie_secret = \"0123456789abcdef0123456789abcdef\"\n\
+             protect = [{protect}]\n"
+        )
+    };
+    for clash in [
+        "\"/\"",
+        "\"/slack\"",
+        "\"/slack/events\"",
+        "\"/Slack/Events/\"",
+        "\"/slack//events\"",
+        "\"/app\", \"/slack/events/sub\"",
+    ] {
+        match load(&with(clash)) {
+            Err(ConfigError::Invalid {
+                key, line, message, ..
+            }) => {
+                assert_eq!(key, "signin.protect", "{clash}");
+                assert!(line.is_some(), "{clash}: no line");
+                assert!(message.contains("/slack/events"), "{clash}: {message}");
+            }
+            other => panic!("{clash}: expected an error, got {other:?}"),
+        }
+    }
+    for fine in ["\"/app\"", "\"/slacker\"", "\"/app\", \"/admin/\""] {
+        assert!(load(&with(fine)).is_ok(), "{fine}");
+    }
+}

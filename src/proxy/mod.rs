@@ -629,6 +629,21 @@ pub async fn forward_browser(
     identity: &[(http::HeaderName, String)],
 ) -> Response<Body> {
     let (mut parts, body) = req.into_parts();
+    // Only the verified route forwards Slack's paths, in any spelling: an app's Slack
+    // handler must never run on a request the gateway did not verify.
+    let key = crate::http::path_key(parts.uri.path());
+    let slack_paths = &live.config.upstream.slack_paths;
+    if slack_paths
+        .iter()
+        .any(|s| crate::http::key_covers(&crate::http::path_key(s), &key))
+    {
+        tracing::info!(peer = %conn.client.addr, path = parts.uri.path(), "a spelling of a Slack path is not forwarded as a browser request");
+        return text(StatusCode::NOT_FOUND, "not found");
+    }
+    // The path as it was matched, not as it was spelt.
+    if let Some(uri) = normalized_uri(&parts.uri) {
+        parts.uri = uri;
+    }
     let result = async {
         let body = read_body(body, &parts.headers, &live.config.server).await?;
         headers::rewrite_request(
@@ -648,6 +663,21 @@ pub async fn forward_browser(
         tracing::info!(peer = %conn.client.addr, error = %e, "browser request not forwarded");
         e.into_response()
     })
+}
+
+/// `uri` with its path normalised ([`crate::http::normalize_path`]); `None` when it already is.
+fn normalized_uri(uri: &Uri) -> Option<Uri> {
+    let path = crate::http::normalize_path(uri.path());
+    if path == uri.path() {
+        return None;
+    }
+    let path_and_query = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.into_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(path_and_query.parse().ok()?);
+    Uri::from_parts(parts).ok()
 }
 
 /// An error and its sources on one line, for logs.
