@@ -102,6 +102,8 @@ pub async fn run(
     }
     let grace = live.config.server.shutdown_grace;
     drop(live);
+    // Replay protection covers its window across restarts: read back what was seen.
+    let journal = gw.replay.start(gw.store.clone()).await?;
     let watcher = reload::spawn_watcher(&gw);
     let (stop_public, public_rx) = tokio::sync::watch::channel(false);
     let (stop_admin, admin_rx) = tokio::sync::watch::channel(false);
@@ -129,6 +131,8 @@ pub async fn run(
     if let Some(w) = watcher {
         w.abort();
     }
+    gw.replay.flush().await;
+    journal.abort();
     gw.store.flush().await?;
     tracing::info!("stopped");
     Ok(())

@@ -266,3 +266,59 @@ async fn a_full_run_logs_no_secret_or_token() {
         "no token-looking string in the logs"
     );
 }
+
+/// Sends one exact signed request (fixed timestamp and body): its status and body.
+async fn send_exact(public: u16, ts: u64, body: &str) -> (u16, String) {
+    let r = client()
+        .post(format!("http://127.0.0.1:{public}/slack/events"))
+        .header("content-type", "application/json")
+        .header("x-slack-request-timestamp", ts.to_string())
+        .header(
+            "x-slack-signature",
+            slack_gateway::slack::signature::sign(SIGNING_SECRET, ts, body.as_bytes()),
+        )
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// Replay protection covers its whole window across a restart, clean (SIGTERM) or not
+/// (SIGKILL): a signed request accepted before is refused after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replays_after_a_restart_are_refused() {
+    let slack = FakeSlack::start(CLIENT_ID, CLIENT_SECRET).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut running, public, admin, path) = start(&slack, dir.path()).await;
+    let ts = slack_gateway::http::unix_now();
+    let body = |n: u32| {
+        format!(
+            r#"{{"type":"event_callback","team_id":"T0REPLAY","event_id":"Ev{n}","event":{{"type":"app_mention"}}}}"#
+        )
+    };
+    assert_eq!(send_exact(public, ts, &body(1)).await.0, 200);
+    running.signal("TERM");
+    running.child.wait().unwrap();
+
+    let mut running = Running::start(&path, dir.path());
+    running.wait_ready(admin).await;
+    let (status, reason) = send_exact(public, ts, &body(1)).await;
+    assert_eq!(status, 401, "replayed after a clean restart: {reason}");
+    assert!(reason.contains("replayed_request"), "{reason}");
+    assert_eq!(send_exact(public, ts, &body(2)).await.0, 200);
+    // Written within milliseconds of being accepted; a crash a moment later keeps it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    running.child.kill().unwrap(); // SIGKILL
+    running.child.wait().unwrap();
+
+    let running = Running::start(&path, dir.path());
+    running.wait_ready(admin).await;
+    let (status, reason) = send_exact(public, ts, &body(2)).await;
+    assert_eq!(status, 401, "replayed after a crash: {reason}");
+    assert_eq!(
+        send_exact(public, ts, &body(3)).await.0,
+        200,
+        "new requests pass"
+    );
+}

@@ -6,19 +6,39 @@
 //! (after that the signature check refuses them anyway). Events API retries carry a new
 //! timestamp and signature, so they pass. The set is sharded to keep lock contention off the
 //! request path.
+//!
+//! A restart must not forget them: each first sighting is also handed to a journal task
+//! ([`ReplayGuard::start`]) that writes them to the store in batches, durably, behind the
+//! request path; at start the ones not yet forgotten are read back. A request accepted just
+//! before a crash is remembered once its batch is flushed (milliseconds later).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tokio::sync::{mpsc, oneshot};
 
 use crate::slack::signature::MAX_CLOCK_SKEW_SECS;
+use crate::store::{InstallationStore, Signature, StoreError};
 
 const SHARDS: usize = 16;
 /// Expired entries of a shard are swept when it grows past this many.
 const SWEEP_AT: usize = 4096;
 
+/// Signatures written to the store in one batch at most.
+const JOURNAL_BATCH_MAX: usize = 4096;
+
 /// Signatures seen recently.
 pub struct ReplayGuard {
     shards: Vec<Mutex<Shard>>,
+    /// Where first sightings go to be written to the store; unset until [`Self::start`].
+    journal: OnceLock<mpsc::UnboundedSender<Journal>>,
+}
+
+/// What the journal task is told.
+enum Journal {
+    Seen(Signature),
+    /// Answer once everything sent before is written.
+    Flush(oneshot::Sender<()>),
 }
 
 #[derive(Default)]
@@ -31,6 +51,7 @@ impl Default for ReplayGuard {
     fn default() -> Self {
         ReplayGuard {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            journal: OnceLock::new(),
         }
     }
 }
@@ -51,8 +72,79 @@ impl ReplayGuard {
             Some(until) if *until > now => false,
             _ => {
                 shard.seen.insert(signature, forget_at);
+                drop(shard);
+                if let Some(journal) = self.journal.get() {
+                    let _ = journal.send(Journal::Seen(Signature {
+                        mac: signature,
+                        forget_at,
+                    }));
+                }
                 true
             }
+        }
+    }
+
+    /// Reads back the signatures `store` remembers, then journals every first sighting to
+    /// it. Call once, before serving.
+    pub async fn start(
+        &self,
+        store: Arc<dyn InstallationStore>,
+    ) -> Result<tokio::task::JoinHandle<()>, StoreError> {
+        let now = crate::http::unix_now();
+        for s in store.recent_signatures(now).await? {
+            let mut shard = self.shards[s.mac[0] as usize % SHARDS]
+                .lock()
+                .expect("replay shard");
+            let until = shard.seen.entry(s.mac).or_insert(s.forget_at);
+            *until = (*until).max(s.forget_at);
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        if self.journal.set(tx).is_err() {
+            tracing::warn!("replay journal started twice; the first one keeps running");
+        }
+        Ok(tokio::spawn(write_journal(store, rx)))
+    }
+
+    /// Waits until every signature seen so far is written (at shutdown).
+    pub async fn flush(&self) {
+        let Some(journal) = self.journal.get() else {
+            return;
+        };
+        let (done, written) = oneshot::channel();
+        if journal.send(Journal::Flush(done)).is_ok() {
+            let _ = written.await;
+        }
+    }
+}
+
+/// The journal task: writes first sightings to the store, as many per batch as have
+/// arrived meanwhile.
+async fn write_journal(
+    store: Arc<dyn InstallationStore>,
+    mut rx: mpsc::UnboundedReceiver<Journal>,
+) {
+    let mut batch = Vec::new();
+    let mut waiting = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(entry) = next {
+            match entry {
+                Journal::Seen(s) => batch.push(s),
+                Journal::Flush(done) => waiting.push(done),
+            }
+            next = if batch.len() < JOURNAL_BATCH_MAX {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        let now = crate::http::unix_now();
+        if let Err(e) = store.remember_signatures(&batch, now).await {
+            tracing::warn!(error = %e, count = batch.len(), "cannot record verified signatures; a restart may forget them");
+        }
+        batch.clear();
+        for done in waiting.drain(..) {
+            let _ = done.send(());
         }
     }
 }
@@ -75,6 +167,26 @@ mod tests {
             g.first_sighting(sig, 1000, 1000 + MAX_CLOCK_SKEW_SECS + 2),
             "forgotten once the window passed"
         );
+    }
+
+    #[tokio::test]
+    async fn first_sightings_are_journaled_and_read_back_by_the_next_guard() {
+        let store: Arc<dyn InstallationStore> = Arc::new(crate::store::memory::MemoryStore::new());
+        let now = crate::http::unix_now();
+        let g = ReplayGuard::default();
+        let _journal = g.start(store.clone()).await.unwrap();
+        assert!(g.first_sighting([5u8; 32], now, now));
+        assert!(
+            !g.first_sighting([5u8; 32], now, now),
+            "a replay is not journaled again"
+        );
+        g.flush().await;
+        assert_eq!(store.recent_signatures(now).await.unwrap().len(), 1);
+        // A new process: the signature is still a replay.
+        let next = ReplayGuard::default();
+        let _journal = next.start(store).await.unwrap();
+        assert!(!next.first_sighting([5u8; 32], now, now + 10));
+        assert!(next.first_sighting([6u8; 32], now, now + 10));
     }
 
     #[test]

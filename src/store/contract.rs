@@ -4,7 +4,7 @@
 //! panics with a message naming the rule it broke. `tests/store_contract.rs` runs it for every
 //! backend in this crate; a new backend adds one line there.
 
-use super::{find_bot_for, Installation, InstallationStore, RecordKind, TeamRef, Token};
+use super::{find_bot_for, Installation, InstallationStore, RecordKind, Signature, TeamRef, Token};
 
 const APP: &str = "111.222";
 
@@ -63,6 +63,7 @@ where
     update_record_touches_one_record(&make()).await;
     state_is_consumed_exactly_once(&make()).await;
     reads_see_every_write(&make()).await;
+    signatures_are_remembered_until_forgotten(&make()).await;
 }
 
 /// The team's bot token as `find_bot` reads it, after checking that the shared lookup of the
@@ -434,4 +435,30 @@ async fn state_is_consumed_exactly_once(s: &dyn InstallationStore) {
         "expiry is returned as stored"
     );
     assert_eq!(s.consume_state("never-issued").await.unwrap(), None);
+}
+
+async fn signatures_are_remembered_until_forgotten(s: &dyn InstallationStore) {
+    let sig = |b: u8, forget_at: u64| Signature {
+        mac: [b; 32],
+        forget_at,
+    };
+    assert!(s.recent_signatures(0).await.unwrap().is_empty());
+    s.remember_signatures(&[sig(1, 1_000), sig(2, 1_300)], 900)
+        .await
+        .unwrap();
+    s.remember_signatures(&[sig(3, 1_100)], 950).await.unwrap();
+    let mut seen = s.recent_signatures(1_000).await.unwrap();
+    seen.sort_by_key(|s| s.mac[0]);
+    assert_eq!(
+        seen,
+        vec![sig(2, 1_300), sig(3, 1_100)],
+        "remembered until forget_at, not after"
+    );
+    // A later write may sweep the forgotten ones; the others stay.
+    s.remember_signatures(&[], 1_200).await.unwrap();
+    assert_eq!(
+        s.recent_signatures(1_200).await.unwrap(),
+        vec![sig(2, 1_300)]
+    );
+    assert!(s.recent_signatures(1_300).await.unwrap().is_empty());
 }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use super::{
     bot_key, check_id, latest_key, parse_record_key, record_key, team_prefix, user_key,
-    Installation, InstallationStore, RecordKind, StoreError, StoredRecord, TeamRef,
+    Installation, InstallationStore, RecordKind, Signature, StoreError, StoredRecord, TeamRef,
 };
 
 /// Installations in memory.
@@ -17,6 +17,7 @@ use super::{
 pub struct MemoryStore {
     records: RwLock<BTreeMap<String, Installation>>,
     states: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    signatures: std::sync::Mutex<std::collections::HashMap<[u8; 32], u64>>,
 }
 
 impl MemoryStore {
@@ -155,5 +156,26 @@ impl InstallationStore for MemoryStore {
 
     async fn flush(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn remember_signatures(&self, seen: &[Signature], now: u64) -> Result<(), StoreError> {
+        let mut sigs = self.signatures.lock().expect("signature lock");
+        sigs.retain(|_, forget_at| *forget_at > now);
+        for s in seen {
+            sigs.insert(s.mac, s.forget_at);
+        }
+        Ok(())
+    }
+
+    async fn recent_signatures(&self, now: u64) -> Result<Vec<Signature>, StoreError> {
+        let sigs = self.signatures.lock().expect("signature lock");
+        Ok(sigs
+            .iter()
+            .filter(|(_, forget_at)| **forget_at > now)
+            .map(|(mac, forget_at)| Signature {
+                mac: *mac,
+                forget_at: *forget_at,
+            })
+            .collect())
     }
 }

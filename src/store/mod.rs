@@ -299,6 +299,31 @@ pub trait InstallationStore: Send + Sync + 'static {
 
     /// Makes every write so far durable.
     async fn flush(&self) -> Result<(), StoreError>;
+
+    /// Remembers verified request signatures, each until its `forget_at` (Unix seconds), so
+    /// that replay protection covers its whole window across a restart. Written behind the
+    /// request path, in batches ([`crate::store::Signature`]); may drop entries forgotten
+    /// by `now`.
+    async fn remember_signatures(&self, seen: &[Signature], now: u64) -> Result<(), StoreError>;
+
+    /// Every remembered signature not yet forgotten at `now`.
+    async fn recent_signatures(&self, now: u64) -> Result<Vec<Signature>, StoreError>;
+}
+
+/// A verified request's signature (its MAC) and when replay protection may forget it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Signature {
+    pub mac: [u8; 32],
+    pub forget_at: u64,
+}
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A MAC is no secret, but a log has no use for it either.
+        f.debug_struct("Signature")
+            .field("forget_at", &self.forget_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A record as listed: which kind it is and the installation it holds.

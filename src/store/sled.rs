@@ -14,7 +14,8 @@ use async_trait::async_trait;
 use super::sealing::{self, KeyRing};
 use super::{
     bot_key, check_id, latest_key, parse_record_key, record_key, team_prefix, user_key, Envelope,
-    Installation, InstallationStore, RecordKind, StoreError, StoredRecord, TeamRef, RECORD_VERSION,
+    Installation, InstallationStore, RecordKind, Signature, StoreError, StoredRecord, TeamRef,
+    RECORD_VERSION,
 };
 
 const TREE: &str = "installations";
@@ -28,12 +29,19 @@ const STATES: &str = "oauth_states";
 const STATE_KEEP_AFTER_EXPIRY_SECS: u64 = 3600;
 /// Expired states are swept once every this many issued states.
 const STATE_SWEEP_EVERY: u64 = 256;
+/// Verified signatures (replay protection), keyed by `forget_at` (big-endian) then the MAC:
+/// the forgotten ones are a prefix of the tree, swept by a range scan.
+const SIGNATURES: &str = "replay_signatures";
+/// Forgotten signatures removed at most per [`InstallationStore::remember_signatures`] call,
+/// so a sweep never holds up the journal for long.
+const SIGNATURE_SWEEP_MAX: usize = 4096;
 
 /// Installations in a sled database folder. Opened once per process (sled locks the folder).
 pub struct SledStore {
     db: sled::Db,
     tree: sled::Tree,
     states: sled::Tree,
+    signatures: sled::Tree,
     issued: AtomicU64,
     writes: tokio::sync::Mutex<()>,
     bots: AtomicU64,
@@ -99,6 +107,9 @@ impl SledStore {
         let db = open_db(path).map_err(|e| open_err(Box::new(e)))?;
         let tree = db.open_tree(TREE).map_err(|e| open_err(Box::new(e)))?;
         let states = db.open_tree(STATES).map_err(|e| open_err(Box::new(e)))?;
+        let signatures = db
+            .open_tree(SIGNATURES)
+            .map_err(|e| open_err(Box::new(e)))?;
         let bots = match tree
             .get(BOT_COUNT_KEY)
             .map_err(|e| open_err(Box::new(e)))?
@@ -124,6 +135,7 @@ impl SledStore {
             db,
             tree,
             states,
+            signatures,
             issued: AtomicU64::new(0),
             writes: tokio::sync::Mutex::new(()),
             bots: AtomicU64::new(bots),
@@ -472,4 +484,57 @@ impl InstallationStore for SledStore {
         self.db.flush_async().await.map_err(io)?;
         Ok(())
     }
+
+    async fn remember_signatures(&self, seen: &[Signature], now: u64) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for s in seen {
+            batch.insert(&signature_key(s)[..], &[][..]);
+        }
+        // The forgotten ones come first: remove a bounded run of them.
+        let forgotten = self
+            .signatures
+            .range(
+                ..signature_key(&Signature {
+                    mac: [0; 32],
+                    forget_at: now.saturating_add(1),
+                }),
+            )
+            .keys()
+            .take(SIGNATURE_SWEEP_MAX);
+        for k in forgotten {
+            batch.remove(k.map_err(io)?);
+        }
+        self.signatures.apply_batch(batch).map_err(io)?;
+        // Durable at once (a crash right after must not forget them): the journal writes
+        // one batch at a time, so under load a flush covers many signatures.
+        self.db.flush_async().await.map_err(io)?;
+        Ok(())
+    }
+
+    async fn recent_signatures(&self, now: u64) -> Result<Vec<Signature>, StoreError> {
+        let from = signature_key(&Signature {
+            mac: [0; 32],
+            forget_at: now.saturating_add(1),
+        });
+        let mut out = Vec::new();
+        for k in self.signatures.range(from..).keys() {
+            let k = k.map_err(io)?;
+            let (Some(at), Some(mac)) = (k.get(..8), k.get(8..40)) else {
+                continue;
+            };
+            out.push(Signature {
+                mac: mac.try_into().expect("32 bytes"),
+                forget_at: read_u64(at),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// A signature's key: `forget_at` big-endian, then the MAC.
+fn signature_key(s: &Signature) -> [u8; 40] {
+    let mut k = [0u8; 40];
+    k[..8].copy_from_slice(&s.forget_at.to_be_bytes());
+    k[8..].copy_from_slice(&s.mac);
+    k
 }
