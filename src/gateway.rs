@@ -2,7 +2,7 @@
 //! metrics.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -86,6 +86,8 @@ pub struct Gateway {
     pub rotator: Rotator,
     /// Signatures seen in the last five minutes (replay protection).
     pub replay: ReplayGuard,
+    /// Request body bytes held in memory by every request together.
+    pub bodies: BodyBudget,
     /// Slack's OpenID signing keys.
     pub jwks: JwksCache,
     /// Set on SIGTERM: `/readyz` answers 503 so load balancers stop sending traffic.
@@ -117,6 +119,7 @@ impl Gateway {
             api: SlackApi::new(),
             rotator: Rotator::default(),
             replay: ReplayGuard::default(),
+            bodies: BodyBudget::default(),
             jwks: JwksCache::default(),
             draining: AtomicBool::new(false),
             fingerprint: Mutex::new(fingerprint),
@@ -180,5 +183,87 @@ impl Gateway {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
+    }
+}
+
+/// The request body bytes all requests hold in memory together, bounded by
+/// `server.max_body_bytes_in_flight`: many slow clients each declaring a large body must not
+/// add up to more memory than the gateway has. Two atomic operations per request; the cap
+/// is the live config's, so a reload changes it for the next request.
+#[derive(Debug, Default)]
+pub struct BodyBudget {
+    used: AtomicUsize,
+}
+
+/// Bytes of the budget one request holds, given back when dropped.
+#[derive(Debug)]
+pub struct BodyPermit<'a> {
+    budget: &'a BodyBudget,
+    held: usize,
+    cap: usize,
+}
+
+impl BodyBudget {
+    /// A permit for `bytes` under `cap`; `None` when the bytes in flight would pass it.
+    pub fn reserve(&self, bytes: usize, cap: usize) -> Option<BodyPermit<'_>> {
+        let mut permit = BodyPermit {
+            budget: self,
+            held: 0,
+            cap,
+        };
+        permit.grow_to(bytes).then_some(permit)
+    }
+
+    /// Bytes held now, by every request together.
+    pub fn in_use(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+}
+
+impl BodyPermit<'_> {
+    /// Holds `bytes` in all (a body that keeps arriving); false, holding what it held, when
+    /// that would pass the cap.
+    pub fn grow_to(&mut self, bytes: usize) -> bool {
+        let Some(more) = bytes.checked_sub(self.held).filter(|m| *m > 0) else {
+            return true;
+        };
+        let before = self.budget.used.fetch_add(more, Ordering::Relaxed);
+        if before.saturating_add(more) > self.cap {
+            self.budget.used.fetch_sub(more, Ordering::Relaxed);
+            return false;
+        }
+        self.held = bytes;
+        true
+    }
+}
+
+impl Drop for BodyPermit<'_> {
+    fn drop(&mut self) {
+        if self.held > 0 {
+            self.budget.used.fetch_sub(self.held, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BodyBudget;
+
+    #[test]
+    fn body_permits_share_one_cap_and_give_it_back() {
+        let budget = BodyBudget::default();
+        let a = budget.reserve(600, 1000).expect("fits");
+        assert!(budget.reserve(500, 1000).is_none(), "would pass the cap");
+        let mut b = budget.reserve(300, 1000).expect("fits beside a");
+        assert!(!b.grow_to(500), "a growing body is held to the cap");
+        assert_eq!(budget.in_use(), 900, "a refused growth holds what it held");
+        drop(a);
+        assert!(b.grow_to(1000));
+        drop(b);
+        assert_eq!(budget.in_use(), 0);
+        assert!(
+            budget.reserve(0, 0).is_some(),
+            "an empty body needs nothing"
+        );
     }
 }

@@ -275,3 +275,162 @@ async fn connections_beyond_the_cap_wait_for_a_free_slot() {
     let third = tokio::time::timeout(Duration::from_secs(5), h.get("/slack/install", None)).await;
     assert_eq!(third.expect("served once a slot is free").status(), 200);
 }
+
+// --- Bodies that can never verify, and the memory of bodies in flight ----------------------
+
+/// A head declaring a 1 MiB body with `headers` (signature headers or none), framed by
+/// Content-Length (the lane) or chunked (hyper's path), sent without its body.
+fn big_head(headers: &str, chunked: bool) -> String {
+    let framing = if chunked {
+        "Transfer-Encoding: chunked".to_owned()
+    } else {
+        format!("Content-Length: {}", 1 << 20)
+    };
+    format!(
+        "POST /slack/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         {headers}{framing}\r\n\r\n"
+    )
+}
+
+#[tokio::test]
+async fn heads_that_can_never_verify_are_refused_before_their_body() {
+    // A body read timeout far beyond the test's wait: only a refusal from the head answers.
+    let h = start("body_read_timeout = \"60s\"").await;
+    let now = slack_gateway::http::unix_now();
+    let fake = format!("v0={}", "ab".repeat(32));
+    for (case, headers, reason) in [
+        ("no signature headers", String::new(), "missing_timestamp"),
+        (
+            "stale timestamp",
+            format!(
+                "X-Slack-Request-Timestamp: {}\r\nX-Slack-Signature: {fake}\r\n",
+                now - 3600
+            ),
+            "stale_timestamp",
+        ),
+        (
+            "malformed timestamp",
+            format!("X-Slack-Request-Timestamp: 1e9\r\nX-Slack-Signature: {fake}\r\n"),
+            "invalid_timestamp",
+        ),
+        (
+            "malformed signature",
+            format!("X-Slack-Request-Timestamp: {now}\r\nX-Slack-Signature: v1=zz\r\n"),
+            "malformed_signature",
+        ),
+    ] {
+        for chunked in [false, true] {
+            let mut s = tokio::net::TcpStream::connect(h.public).await.unwrap();
+            s.write_all(big_head(&headers, chunked).as_bytes())
+                .await
+                .unwrap();
+            let (closed, answer) = closed_within(&mut s, Duration::from_secs(5)).await;
+            assert!(
+                answer.starts_with("HTTP/1.1 401"),
+                "{case}, chunked={chunked}: {answer}"
+            );
+            assert!(answer.contains(reason), "{case}: {answer}");
+            assert!(
+                closed,
+                "{case}, chunked={chunked}: the connection stays open"
+            );
+        }
+    }
+    // Slack's unsigned ssl_check (a small form) is still answered, on both paths.
+    let ssl_check = "ssl_check=1&token=x";
+    for framing in [
+        format!("Content-Length: {}\r\n\r\n{ssl_check}", ssl_check.len()),
+        format!(
+            "Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{ssl_check}\r\n0\r\n\r\n",
+            ssl_check.len()
+        ),
+    ] {
+        let (status, answer) = support::raw_http(
+            h.public,
+            format!(
+                "POST /slack/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+                 Content-Type: application/x-www-form-urlencoded\r\n{framing}"
+            )
+            .as_bytes(),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        assert!(
+            !answer.contains("x-upstream"),
+            "ssl_check forwarded: {answer}"
+        );
+    }
+    // An unsigned form too large to be an ssl_check is refused from its head as well.
+    let mut s = tokio::net::TcpStream::connect(h.public).await.unwrap();
+    s.write_all(
+        b"POST /slack/events HTTP/1.1\r\nHost: x\r\n\
+          Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100000\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (_, answer) = closed_within(&mut s, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert_eq!(h.signed_event_status("T1").await, (200, true));
+}
+
+#[tokio::test]
+async fn request_bodies_in_flight_are_bounded_together() {
+    let h = start(
+        "body_read_timeout = \"60s\"\nmax_body_bytes = 40000\nmax_body_bytes_in_flight = 100000",
+    )
+    .await;
+    let now = slack_gateway::http::unix_now();
+    let headers = format!(
+        "X-Slack-Request-Timestamp: {now}\r\nX-Slack-Signature: v0={}\r\n",
+        "cd".repeat(32)
+    );
+    let head = |len: usize| {
+        format!(
+            "POST /slack/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             {headers}Content-Length: {len}\r\n\r\n{{"
+        )
+    };
+    // Two slow bodies of 40,000 bytes each hold 80,000 of the 100,000.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(h.public).await.unwrap();
+        s.write_all(head(40_000).as_bytes()).await.unwrap();
+        held.push(s);
+    }
+    // Once both heads are in, a third is refused at once, on the lane and on hyper's path.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let answer = loop {
+        let mut s = tokio::net::TcpStream::connect(h.public).await.unwrap();
+        s.write_all(head(40_000).as_bytes()).await.unwrap();
+        let (_, answer) = closed_within(&mut s, Duration::from_millis(500)).await;
+        if !answer.is_empty() || std::time::Instant::now() > deadline {
+            break answer;
+        }
+    };
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+    let chunked = format!(
+        "POST /slack/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         {headers}Transfer-Encoding: chunked\r\n\r\n7530\r\n{}",
+        "x".repeat(30_000)
+    );
+    let mut s = tokio::net::TcpStream::connect(h.public).await.unwrap();
+    s.write_all(chunked.as_bytes()).await.unwrap();
+    let (_, answer) = closed_within(&mut s, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "chunked: {answer}");
+    // A small signed request still fits beside them, and the budget comes back once the
+    // slow clients are gone.
+    assert_eq!(h.signed_event_status("T1").await, (200, true));
+    drop(held);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while h.gw.bodies.in_use() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "budget not given back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

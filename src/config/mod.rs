@@ -25,6 +25,9 @@ use raw::{RawConfig, Str};
 /// Largest body accepted when `server.max_body_bytes` is not set (Slack's own limit is far
 /// below this: events are a few KB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Request body bytes all requests together may hold in memory when
+/// `server.max_body_bytes_in_flight` is not set.
+pub const DEFAULT_MAX_BODY_BYTES_IN_FLIGHT: usize = 64 * 1024 * 1024;
 /// Slack waits 3 s for an answer; the default leaves the gateway time to say 504 first.
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_millis(2500);
 /// How long an idle upstream connection is reused: below app servers' own keep-alive timeouts
@@ -106,6 +109,8 @@ pub struct ServerConfig {
     pub public_url: Url,
     pub tls: Option<TlsConfig>,
     pub max_body_bytes: usize,
+    /// Request body bytes all requests together may hold in memory; past it, 503.
+    pub max_body_bytes_in_flight: usize,
     pub replay_protection: bool,
     pub admin_listen: SocketAddr,
     pub trusted_proxies: Vec<IpAddr>,
@@ -690,6 +695,20 @@ impl Cx<'_> {
                 ))
             }
         };
+        let max_body_bytes_in_flight = match &s.max_body_bytes_in_flight {
+            None => DEFAULT_MAX_BODY_BYTES_IN_FLIGHT.max(max_body_bytes),
+            Some(v) if *v.get_ref() >= max_body_bytes as i64 => *v.get_ref() as usize,
+            Some(v) => {
+                return Err(self.err_at(
+                    "server.max_body_bytes_in_flight",
+                    v.span().start,
+                    format!(
+                        "must be at least server.max_body_bytes ({max_body_bytes}): one \
+                         request's body must fit"
+                    ),
+                ))
+            }
+        };
         let mut trusted_proxies = Vec::new();
         for p in s.trusted_proxies.iter().flatten() {
             let text = self.expand("server.trusted_proxies", p)?.0;
@@ -1139,6 +1158,7 @@ impl Cx<'_> {
                 public_url,
                 tls,
                 max_body_bytes,
+                max_body_bytes_in_flight,
                 replay_protection: s.replay_protection.unwrap_or(true),
                 admin_listen,
                 trusted_proxies,

@@ -39,6 +39,7 @@ pub struct RawServer {
     pub public_url: Option<Str>,
     pub tls: Option<RawTls>,
     pub max_body_bytes: Option<Spanned<i64>>,
+    pub max_body_bytes_in_flight: Option<Spanned<i64>>,
     pub replay_protection: Option<bool>,
     pub admin_listen: Option<Str>,
     pub trusted_proxies: Option<Vec<Str>>,

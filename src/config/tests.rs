@@ -35,6 +35,10 @@ fn minimal_config_gets_sane_defaults() {
     let c = load(MINIMAL).unwrap();
     assert_eq!(c.server.listen.to_string(), "127.0.0.1:3000");
     assert_eq!(c.server.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+    assert_eq!(
+        c.server.max_body_bytes_in_flight,
+        DEFAULT_MAX_BODY_BYTES_IN_FLIGHT
+    );
     assert!(c.server.replay_protection);
     assert_eq!(c.upstream.slack_paths, vec!["/slack/events"]);
     assert_eq!(c.upstream.timeout, Duration::from_millis(2500));
@@ -108,6 +112,10 @@ fn bad_values_name_their_key() {
         ("[upstream]\nurl = \"ftp://x\"\n", "upstream.url"),
         ("[server]\nlisten = \"nowhere\"\n", "server.listen"),
         ("[server]\nmax_body_bytes = 0\n", "server.max_body_bytes"),
+        (
+            "[server]\nmax_body_bytes = 2048\nmax_body_bytes_in_flight = 1024\n",
+            "server.max_body_bytes_in_flight",
+        ),
         (
             "[server]\nbody_read_timeout = \"0ms\"\n",
             "server.body_read_timeout",

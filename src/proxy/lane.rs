@@ -34,8 +34,8 @@ use tokio::net::TcpStream;
 use super::headers::{fate, Client, Fate};
 use super::upstream::{UpstreamError, UpstreamTarget};
 use super::{
-    decide, injected, prepare_upstream_request, refuse, rewrite_and_inject, upstream_outcome,
-    Resolved, Signed, Step,
+    decide, injected, judge_head, prepare_upstream_request, refuse, reserve_body,
+    rewrite_and_inject, upstream_outcome, Resolved, Signed, Step,
 };
 use crate::gateway::{Gateway, Live};
 use crate::http::Body;
@@ -211,13 +211,25 @@ where
                 Next::Closed => return Served::Closed,
                 Next::Other(bytes) => return Served::HandOver(bytes),
                 Next::TooLarge(declared, live) => {
-                    self.refuse_too_large(declared, &live).await;
+                    let e = super::ProxyError::BodyTooLarge(live.config.server.max_body_bytes);
+                    self.refuse_unread(declared, e, &live).await;
                     return Served::Closed;
                 }
             };
             let started = Instant::now();
             self.close = head.close;
             let (gw, client) = (self.gw, self.client);
+            // What can never verify is refused from the head, and a body is read only
+            // within the budget all bodies share.
+            let judged = judge_head(&live, head.signed(&self.fields), Some(head.content_length))
+                .and_then(|_| reserve_body(gw, &live, head.content_length));
+            let _permit = match judged {
+                Ok(permit) => permit,
+                Err(e) => {
+                    self.refuse_unread(head.content_length, e, &live).await;
+                    return Served::Closed;
+                }
+            };
             let timeout = live.config.server.body_read_timeout;
             let body = match self.read_body(head.content_length, timeout).await {
                 BodyRead::Whole(body) => body,
@@ -406,14 +418,14 @@ where
         }
     }
 
-    /// Answers 413 to a head declaring a body over `server.max_body_bytes`, then reads and
-    /// drops what the client still sends of that body (at most its declared length, within
+    /// Refuses a request from its head alone (a body over `server.max_body_bytes`, signature
+    /// headers that can never verify, no room in the body budget), then reads and drops what
+    /// the client still sends of its body (at most its declared length, within
     /// `server.body_read_timeout`) before the connection closes: closed with the body unread,
     /// the connection would be reset under a client still writing it, which would then lose
     /// the answer.
-    async fn refuse_too_large(&mut self, declared: usize, live: &Live) {
+    async fn refuse_unread(&mut self, declared: usize, e: super::ProxyError, live: &Live) {
         let started = Instant::now();
-        let e = super::ProxyError::BodyTooLarge(live.config.server.max_body_bytes);
         self.close = true;
         if !self
             .respond(refuse(self.gw, self.client.addr, e), started)

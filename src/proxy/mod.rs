@@ -31,7 +31,7 @@ use crate::http::{empty, json, text, unix_now, Body};
 use crate::oauth::rotation;
 use crate::server::Conn;
 use crate::slack::payload::{self, Action, Identity, Parsed, PayloadError};
-use crate::slack::signature::SignatureError;
+use crate::slack::signature::{check_headers, SignatureError};
 use crate::store::{self, Installation, RecordKind, StoreError, TeamRef};
 
 /// Everything that can stop a Slack request, by who is at fault.
@@ -45,6 +45,8 @@ pub enum ProxyError {
     BodyRead(String),
     #[error("request body not received within {0:?}")]
     BodyTimeout(std::time::Duration),
+    #[error("gateway busy: too many request body bytes in flight")]
+    Busy,
     #[error("invalid signature: {0}")]
     Signature(SignatureError),
     #[error("{0}")]
@@ -72,7 +74,9 @@ impl ProxyError {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
             ProxyError::Payload(_) => StatusCode::BAD_REQUEST,
-            ProxyError::Store(_) | ProxyError::Rotation(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Store(_) | ProxyError::Rotation(_) | ProxyError::Busy => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -107,6 +111,12 @@ impl ProxyError {
                 r.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
+            // Its body was never read.
+            ProxyError::Busy => {
+                r = closing(r);
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
             _ => {}
         }
         r
@@ -133,7 +143,22 @@ pub async fn handle(
             return Err(ProxyError::MethodNotAllowed);
         }
         let (mut parts, body) = req.into_parts();
-        let body = read_body(body, &parts.headers, &live.config.server).await?;
+        let declared = declared_length(&parts.headers);
+        let head = match judge_head(live, Signed::of(&parts.headers), declared) {
+            Ok(head) => head,
+            // The body stays unread: the connection closes after the answer.
+            Err(e) => return Ok(closing(refuse(gw, conn.client.addr, e))),
+        };
+        let mut permit = reserve_body(gw, live, declared.unwrap_or(0))?;
+        let body = read_body(
+            body,
+            &parts.headers,
+            &live.config.server,
+            head.max_body,
+            &mut permit,
+        )
+        .await
+        .map_err(|e| head.refusal_of(e))?;
         match decide(gw, live, Signed::of(&parts.headers), &body).await? {
             Step::Answer(r) => Ok(r),
             Step::Forward(resolved) => {
@@ -162,6 +187,14 @@ fn refuse(gw: &Gateway, peer: std::net::SocketAddr, e: ProxyError) -> Response<B
         _ => tracing::info!(%peer, error = %e, "refused slack request"),
     }
     e.into_response()
+}
+
+/// `r` with `Connection: close`: the request's body was not read, so the connection cannot
+/// carry another request.
+fn closing(mut r: Response<Body>) -> Response<Body> {
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 /// What the pipeline decided for a request whose body has been read.
@@ -274,15 +307,90 @@ fn rewrite_and_inject(
     });
 }
 
-/// Stage 1: the body, bounded by `server.max_body_bytes` and received within
-/// `server.body_read_timeout`.
+/// The largest body a request without valid signature headers may have: Slack's one
+/// unsigned request, `ssl_check`, is a short form (`ssl_check=1&token=...`).
+pub const UNSIGNED_BODY_MAX_BYTES: usize = 4096;
+
+/// What the head alone said about a Slack request ([`judge_head`]).
+#[derive(Debug, Clone, Copy)]
+struct HeadVerdict {
+    /// The most body bytes to read.
+    max_body: usize,
+    /// Why the signature headers can never verify, for a small form let through because it
+    /// may be Slack's `ssl_check`.
+    unsigned: Option<SignatureError>,
+}
+
+impl HeadVerdict {
+    /// An unsigned request's body over [`UNSIGNED_BODY_MAX_BYTES`] is no `ssl_check`: its
+    /// refusal is the signature's.
+    fn refusal_of(self, e: ProxyError) -> ProxyError {
+        match (e, self.unsigned) {
+            (ProxyError::BodyTooLarge(_), Some(reason)) => ProxyError::Signature(reason),
+            (e, _) => e,
+        }
+    }
+}
+
+/// Stage 1a, from the head alone: a request whose signature headers can never verify
+/// (missing, malformed, a timestamp outside the window) is refused before its body is read
+/// or any memory is spent on it. Only a small form may pass without them, as it may be
+/// Slack's unsigned `ssl_check` (answered by [`decide`], never forwarded).
+fn judge_head(
+    live: &Live,
+    signed: Signed<'_>,
+    declared: Option<usize>,
+) -> Result<HeadVerdict, ProxyError> {
+    let max_body = live.config.server.max_body_bytes;
+    let Err(reason) = check_headers(signed.timestamp, signed.signature, unix_now()) else {
+        return Ok(HeadVerdict {
+            max_body,
+            unsigned: None,
+        });
+    };
+    let form = signed.content_type.is_some()
+        && payload::content_kind(signed.content_type, b"") == Some(payload::ContentKind::Form);
+    if form && declared.is_none_or(|n| n <= UNSIGNED_BODY_MAX_BYTES) {
+        return Ok(HeadVerdict {
+            max_body: max_body.min(UNSIGNED_BODY_MAX_BYTES),
+            unsigned: Some(reason),
+        });
+    }
+    Err(ProxyError::Signature(reason))
+}
+
+/// The declared `Content-Length`, when there is one and it is a number.
+fn declared_length(headers: &http::HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+/// Stage 1b: `bytes` of the budget all requests' bodies share
+/// (`server.max_body_bytes_in_flight`), or 503.
+fn reserve_body<'g>(
+    gw: &'g Gateway,
+    live: &Live,
+    bytes: usize,
+) -> Result<crate::gateway::BodyPermit<'g>, ProxyError> {
+    gw.bodies
+        .reserve(bytes, live.config.server.max_body_bytes_in_flight)
+        .ok_or(ProxyError::Busy)
+}
+
+/// Stage 1: the body, bounded by `max` and the shared budget (`permit` grows with it), and
+/// received within `server.body_read_timeout`.
 async fn read_body(
     body: Incoming,
     headers: &http::HeaderMap,
     server: &crate::config::ServerConfig,
+    max: usize,
+    permit: &mut crate::gateway::BodyPermit<'_>,
 ) -> Result<Bytes, ProxyError> {
     let timeout = server.body_read_timeout;
-    tokio::time::timeout(timeout, collect_body(body, headers, server.max_body_bytes))
+    tokio::time::timeout(timeout, collect_body(body, headers, max, permit))
         .await
         .unwrap_or(Err(ProxyError::BodyTimeout(timeout)))
 }
@@ -291,15 +399,10 @@ async fn collect_body(
     body: Incoming,
     headers: &http::HeaderMap,
     max: usize,
+    permit: &mut crate::gateway::BodyPermit<'_>,
 ) -> Result<Bytes, ProxyError> {
-    if let Some(len) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if len > max as u64 {
-            return Err(ProxyError::BodyTooLarge(max));
-        }
+    if declared_length(headers).is_some_and(|len| len > max) {
+        return Err(ProxyError::BodyTooLarge(max));
     }
     // A body that arrives in one piece (most do: it came with its head) is kept as it is;
     // only a body in several pieces is copied into one buffer.
@@ -315,6 +418,9 @@ async fn collect_body(
         total += data.len();
         if total > max {
             return Err(ProxyError::BodyTooLarge(max));
+        }
+        if !permit.grow_to(total) {
+            return Err(ProxyError::Busy);
         }
         match (&mut first, &mut joined) {
             (None, None) => first = Some(data),
@@ -645,7 +751,9 @@ pub async fn forward_browser(
         parts.uri = uri;
     }
     let result = async {
-        let body = read_body(body, &parts.headers, &live.config.server).await?;
+        let max = live.config.server.max_body_bytes;
+        let mut permit = reserve_body(gw, live, declared_length(&parts.headers).unwrap_or(0))?;
+        let body = read_body(body, &parts.headers, &live.config.server, max, &mut permit).await?;
         headers::rewrite_request(
             &mut parts.headers,
             &live.strip,

@@ -124,13 +124,14 @@ pub fn verify<'a>(
     SigningKeys::new(secrets).verify(timestamp, signature, body, now)
 }
 
-fn check(
-    keys: &[hmac::Hmac<Sha256>],
+/// What the signature headers alone tell, before any body is read: both present, the
+/// timestamp well-formed and within the window, the signature well-formed. A request that
+/// fails this can never verify, whatever its body. Returns the timestamp and the expected MAC.
+pub fn check_headers(
     timestamp: Option<&[u8]>,
     signature: Option<&[u8]>,
-    body: &[u8],
     now: u64,
-) -> Result<Verified, SignatureError> {
+) -> Result<(u64, [u8; 32]), SignatureError> {
     let ts = timestamp.ok_or(SignatureError::MissingTimestamp)?;
     let sig = signature.ok_or(SignatureError::MissingSignature)?;
     let ts_str = std::str::from_utf8(ts).map_err(|_| SignatureError::InvalidTimestamp)?;
@@ -153,6 +154,18 @@ fn check(
     }
     hex::decode_to_slice(hex_part, &mut expected)
         .map_err(|_| SignatureError::MalformedSignature)?;
+    Ok((ts_num, expected))
+}
+
+fn check(
+    keys: &[hmac::Hmac<Sha256>],
+    timestamp: Option<&[u8]>,
+    signature: Option<&[u8]>,
+    body: &[u8],
+    now: u64,
+) -> Result<Verified, SignatureError> {
+    let (ts_num, expected) = check_headers(timestamp, signature, now)?;
+    let ts = timestamp.unwrap_or_default();
     for (i, key) in keys.iter().enumerate() {
         let mut mac = key.clone();
         mac.update(b"v0:");
