@@ -43,6 +43,7 @@ pub mod slack;
 pub mod store;
 pub mod tls;
 pub mod transfer;
+pub mod write_timeout;
 
 use std::future::Future;
 use std::path::Path;

@@ -25,6 +25,7 @@ use crate::http::Body;
 use crate::proxy::headers::Client;
 use crate::proxy::lane::{Rewind, Served};
 use crate::proxy::upstream::UpstreamConn;
+use crate::write_timeout::WriteTimeout;
 
 /// A client must finish the TLS handshake within this time.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -77,6 +78,9 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
+        // Under TLS, so that the TLS layer's writes (the handshake's and close_notify too)
+        // are bounded like the lane's and hyper's.
+        let stream = WriteTimeout::new(stream, gw.live().config.server.write_timeout);
         let tls = match which {
             Listener::Public => gw.tls(),
             Listener::Admin => None,
