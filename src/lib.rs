@@ -33,6 +33,7 @@ pub mod http;
 pub mod manifest;
 pub mod metrics;
 pub mod oauth;
+pub mod open_files;
 pub mod proxy;
 pub mod reload;
 pub mod seal;
@@ -88,7 +89,9 @@ pub fn open_store(config: &Config) -> Result<SledStore, StoreError> {
 
 /// Serves the public and admin listeners until `shutdown` resolves, then drains: `/readyz`
 /// turns 503, no new connections are accepted, in-flight requests get
-/// `server.shutdown_grace` to finish, and the store is flushed.
+/// `server.shutdown_grace` to finish, and the store is flushed. First raises the process's
+/// soft open-files limit to its hard limit, and serves at most as many connections per
+/// listener as fit in it ([`open_files`]).
 pub async fn run(
     gw: Arc<Gateway>,
     public: TcpListener,
@@ -102,6 +105,7 @@ pub async fn run(
         }
     }
     let grace = live.config.server.shutdown_grace;
+    let max_connections = open_files::fit_connections(live.config.server.max_connections);
     drop(live);
     let watcher = reload::spawn_watcher(&gw);
     let (stop_public, public_rx) = tokio::sync::watch::channel(false);
@@ -112,6 +116,7 @@ pub async fn run(
         server::Listener::Public,
         public_rx,
         grace,
+        max_connections,
     ));
     let admin_task = tokio::spawn(server::serve(
         gw.clone(),
@@ -119,6 +124,7 @@ pub async fn run(
         server::Listener::Admin,
         admin_rx,
         grace,
+        max_connections,
     ));
     shutdown.await;
     tracing::info!("shutting down: draining in-flight requests");

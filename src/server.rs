@@ -44,18 +44,21 @@ pub enum Listener {
 /// A shutdown signal: flips to `true` once.
 pub type Shutdown = watch::Receiver<bool>;
 
-/// Serves `listener` until `shutdown` flips, then drains for at most `grace`.
+/// Serves `listener` until `shutdown` flips, then drains for at most `grace`, serving at most
+/// `max_connections` connections at once (`server.max_connections`, lowered to what fits in
+/// the open-files limit: [`crate::open_files`]).
 pub async fn serve(
     gw: Arc<Gateway>,
     listener: TcpListener,
     which: Listener,
     mut shutdown: Shutdown,
     grace: Duration,
+    max_connections: usize,
 ) {
     let graceful = GracefulShutdown::new();
     // The connection cap is fixed for the listener's life (server.max_connections is
     // restart-only); the per-connection limits follow the live config.
-    let limit = Arc::new(Semaphore::new(gw.live().config.server.max_connections));
+    let limit = Arc::new(Semaphore::new(max_connections));
     let draining = shutdown.clone();
     let stopped = async move {
         let _ = shutdown.wait_for(|s| *s).await;

@@ -7,6 +7,10 @@
 //! fills every slot with such clients and checks that the gateway closes them (the clients'
 //! writes fail once it has), on the fast lane, on hyper's path and under TLS, and that a
 //! legitimate signed request sent while they held the slots is answered once they are gone.
+//!
+//! The same defect's other half: with a low open-files limit the cap let in more connections
+//! than there were descriptors for, and accepts failed. The binary raises its soft limit to
+//! the hard one and lowers the cap to what fits.
 
 mod support;
 
@@ -17,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use slack_gateway::store::contract::workspace_install;
+use support::binary::{write_config, Running, BIN};
 use support::{FakeUpstream, Reply, TestGateway, SIGNING_SECRET};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -257,4 +262,125 @@ fn tls_connector(cert: rustls::pki_types::CertificateDer<'static>) -> tokio_rust
         .with_root_certificates(roots)
         .with_no_client_auth();
     tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+// --- Open files ---------------------------------------------------------------------------
+// The cap on connections is only a defence while every connection it lets in can get a file
+// descriptor (and its upstream connection one more): past the open-files limit, accepts fail.
+
+/// The open-files limits `(soft, hard)` in a `/proc/PID/limits` text.
+fn open_files_limits(limits: &str) -> (u64, u64) {
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let mut numbers = line
+        .split_whitespace()
+        .filter_map(|w| w.parse::<u64>().ok());
+    (numbers.next().unwrap(), numbers.next().unwrap())
+}
+
+/// Starts the real binary on `config` with `ulimit` applied first (`-Sn 256`, say).
+fn start_under_ulimit(ulimit: &str, config: &std::path::Path, dir: &std::path::Path) -> Running {
+    use std::process::{Command, Stdio};
+    let stderr_path = dir.join("stderr.log");
+    let child = Command::new("bash")
+        .arg("-c")
+        .arg(format!("ulimit {ulimit} && exec \"$0\" --config \"$1\""))
+        .arg(BIN)
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    Running { child, stderr_path }
+}
+
+#[tokio::test]
+async fn the_soft_open_files_limit_is_raised_to_the_hard_one() {
+    let (_, hard) = open_files_limits(&std::fs::read_to_string("/proc/self/limits").unwrap());
+    assert!(
+        hard > 256,
+        "this test needs a hard open-files limit over 256"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _, admin) =
+        write_config(dir.path(), "127.0.0.1:9".parse().unwrap(), "\"commands\"");
+    let gw = start_under_ulimit("-Sn 256", &config, dir.path());
+    gw.wait_ready(admin).await;
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", gw.child.id())).unwrap();
+    assert_eq!(open_files_limits(&limits), (hard, hard), "{limits}");
+}
+
+#[tokio::test]
+async fn max_connections_beyond_the_open_files_limit_is_lowered_with_a_warning() {
+    // 140 descriptors: 128 kept for the rest, 3 per connection, so 4 connections per listener
+    // (the default server.max_connections is 10000).
+    let dir = tempfile::tempdir().unwrap();
+    let (config, public, admin) =
+        write_config(dir.path(), "127.0.0.1:9".parse().unwrap(), "\"commands\"");
+    let gw = start_under_ulimit("-n 140", &config, dir.path());
+    gw.wait_ready(admin).await;
+    let log = gw.stderr();
+    assert!(
+        log.contains("server.max_connections = 10000")
+            && log.contains("open-files limit of 140")
+            && log.contains("lowered to 4 connections per listener"),
+        "{log}"
+    );
+    // The lower cap is the one applied: four connections, served and kept open, hold every
+    // slot, and a fifth waits until one of them closes.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(("127.0.0.1", public)).await.unwrap();
+        s.write_all(b"GET /slack/install HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = support::read_answer(&mut s).await.expect("served");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        held.push(s);
+    }
+    let install = format!("http://127.0.0.1:{public}/slack/install");
+    let fifth = tokio::time::timeout(Duration::from_millis(500), support::get(&install)).await;
+    assert!(
+        fifth.is_err(),
+        "a fifth connection was served beyond the cap"
+    );
+    held.pop();
+    let fifth = tokio::time::timeout(LET_GO_WITHIN, support::get(&install))
+        .await
+        .expect("served once a slot is free");
+    assert_eq!(fifth.status, 200);
+}
+
+#[test]
+fn check_warns_when_max_connections_does_not_fit_the_open_files_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _, _) = write_config(dir.path(), "127.0.0.1:9".parse().unwrap(), "\"commands\"");
+    let check = |ulimit: &str| {
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "ulimit {ulimit} && exec \"$0\" check --config \"$1\""
+            ))
+            .arg(BIN)
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let stderr = check("-n 140");
+    assert!(
+        stderr.contains(
+            "warning: server.max_connections = 10000 does not fit in the open-files limit of 140"
+        ) && stderr.contains("lowered to 4 connections per listener"),
+        "{stderr}"
+    );
+    // A hard limit with room for the cap: no warning.
+    let (_, hard) = open_files_limits(&std::fs::read_to_string("/proc/self/limits").unwrap());
+    if hard >= 30_128 {
+        assert!(!check("-Sn 256").contains("max_connections"));
+    }
 }
