@@ -33,6 +33,7 @@ pub mod http;
 pub mod manifest;
 pub mod metrics;
 pub mod oauth;
+pub mod open_files;
 pub mod proxy;
 pub mod reload;
 pub mod seal;
@@ -43,6 +44,7 @@ pub mod slack;
 pub mod store;
 pub mod tls;
 pub mod transfer;
+pub mod write_timeout;
 
 use std::future::Future;
 use std::path::Path;
@@ -87,7 +89,9 @@ pub fn open_store(config: &Config) -> Result<SledStore, StoreError> {
 
 /// Serves the public and admin listeners until `shutdown` resolves, then drains: `/readyz`
 /// turns 503, no new connections are accepted, in-flight requests get
-/// `server.shutdown_grace` to finish, and the store is flushed.
+/// `server.shutdown_grace` to finish, and the store is flushed. First raises the process's
+/// soft open-files limit to its hard limit, and serves at most as many connections per
+/// listener as fit in it ([`open_files`]).
 pub async fn run(
     gw: Arc<Gateway>,
     public: TcpListener,
@@ -101,6 +105,7 @@ pub async fn run(
         }
     }
     let grace = live.config.server.shutdown_grace;
+    let max_connections = open_files::fit_connections(live.config.server.max_connections);
     drop(live);
     // Replay protection covers its window across restarts: read back what was seen.
     let journal = gw.replay.start(gw.store.clone()).await?;
@@ -113,6 +118,7 @@ pub async fn run(
         server::Listener::Public,
         public_rx,
         grace,
+        max_connections,
     ));
     let admin_task = tokio::spawn(server::serve(
         gw.clone(),
@@ -120,6 +126,7 @@ pub async fn run(
         server::Listener::Admin,
         admin_rx,
         grace,
+        max_connections,
     ));
     shutdown.await;
     tracing::info!("shutting down: draining in-flight requests");

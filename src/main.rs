@@ -167,6 +167,12 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     for key in &config.placeholder_secrets {
         eprintln!("warning: {key} uses its development placeholder; set the environment variable before going live");
     }
+    let open_files = slack_gateway::open_files::OpenFiles::current();
+    if let Some(w) =
+        open_files.and_then(|l| slack_gateway::open_files::check(config.server.max_connections, l))
+    {
+        eprintln!("warning: {w}");
+    }
     Ok(())
 }
 

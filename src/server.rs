@@ -25,6 +25,7 @@ use crate::http::Body;
 use crate::proxy::headers::Client;
 use crate::proxy::lane::{Rewind, Served};
 use crate::proxy::upstream::UpstreamConn;
+use crate::write_timeout::WriteTimeout;
 
 /// A client must finish the TLS handshake within this time.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,18 +44,21 @@ pub enum Listener {
 /// A shutdown signal: flips to `true` once.
 pub type Shutdown = watch::Receiver<bool>;
 
-/// Serves `listener` until `shutdown` flips, then drains for at most `grace`.
+/// Serves `listener` until `shutdown` flips, then drains for at most `grace`, serving at most
+/// `max_connections` connections at once (`server.max_connections`, lowered to what fits in
+/// the open-files limit: [`crate::open_files`]).
 pub async fn serve(
     gw: Arc<Gateway>,
     listener: TcpListener,
     which: Listener,
     mut shutdown: Shutdown,
     grace: Duration,
+    max_connections: usize,
 ) {
     let graceful = GracefulShutdown::new();
     // The connection cap is fixed for the listener's life (server.max_connections is
     // restart-only); the per-connection limits follow the live config.
-    let limit = Arc::new(Semaphore::new(gw.live().config.server.max_connections));
+    let limit = Arc::new(Semaphore::new(max_connections));
     let draining = shutdown.clone();
     let stopped = async move {
         let _ = shutdown.wait_for(|s| *s).await;
@@ -77,6 +81,9 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
+        // Under TLS, so that the TLS layer's writes (the handshake's and close_notify too)
+        // are bounded like the lane's and hyper's.
+        let stream = WriteTimeout::new(stream, gw.live().config.server.write_timeout);
         let tls = match which {
             Listener::Public => gw.tls(),
             Listener::Admin => None,

@@ -45,6 +45,8 @@ pub const DEFAULT_SLACK_API_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client must send its request headers within this time (slowloris).
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection whose answers the client takes no byte of for this long is closed.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once on each listener; more wait in the kernel's backlog.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Request headers accepted per request (more get 431).
@@ -123,6 +125,10 @@ pub struct ServerConfig {
     /// How long a client has to send a request's body once its head has arrived.
     #[serde(serialize_with = "ser_duration")]
     pub body_read_timeout: Duration,
+    /// How long a write to a client may make no progress (the client takes no byte of its
+    /// answers) before the connection is closed.
+    #[serde(serialize_with = "ser_duration")]
+    pub write_timeout: Duration,
     pub max_connections: usize,
     pub max_headers: usize,
 }
@@ -747,6 +753,11 @@ impl Cx<'_> {
             &s.body_read_timeout,
             DEFAULT_BODY_READ_TIMEOUT,
         )?;
+        let write_timeout = self.duration(
+            "server.write_timeout",
+            &s.write_timeout,
+            DEFAULT_WRITE_TIMEOUT,
+        )?;
         let max_connections = self.count(
             "server.max_connections",
             &s.max_connections,
@@ -1166,6 +1177,7 @@ impl Cx<'_> {
                 shutdown_grace,
                 header_read_timeout,
                 body_read_timeout,
+                write_timeout,
                 max_connections,
                 max_headers,
             },

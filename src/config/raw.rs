@@ -47,6 +47,7 @@ pub struct RawServer {
     pub shutdown_grace: Option<Str>,
     pub header_read_timeout: Option<Str>,
     pub body_read_timeout: Option<Str>,
+    pub write_timeout: Option<Str>,
     pub max_connections: Option<Spanned<i64>>,
     pub max_headers: Option<Spanned<i64>>,
 }

@@ -44,6 +44,7 @@ fn minimal_config_gets_sane_defaults() {
     assert_eq!(c.upstream.timeout, Duration::from_millis(2500));
     assert_eq!(c.upstream.keepalive_timeout, Duration::from_secs(1));
     assert_eq!(c.server.body_read_timeout, Duration::from_secs(10));
+    assert_eq!(c.server.write_timeout, Duration::from_secs(10));
     assert_eq!(
         c.oauth.redirect_uri.as_str(),
         "http://127.0.0.1:3000/slack/oauth_redirect"
@@ -123,6 +124,11 @@ fn bad_values_name_their_key() {
         (
             "[server]\nbody_read_timeout = \"slow\"\n",
             "server.body_read_timeout",
+        ),
+        ("[server]\nwrite_timeout = \"0s\"\n", "server.write_timeout"),
+        (
+            "[server]\nwrite_timeout = \"never\"\n",
+            "server.write_timeout",
         ),
         (
             "[server]\npublic_url = \"http://gw.example.com\"\n",
