@@ -103,7 +103,7 @@ impl ProxyError {
             }
             // The rest of the body may still come: the connection cannot carry another
             // request.
-            ProxyError::BodyTimeout(_) => {
+            ProxyError::BodyTimeout(_) | ProxyError::BodyTooLarge(_) => {
                 r.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
@@ -276,34 +276,50 @@ fn rewrite_and_inject(
 
 /// Stage 1: the body, bounded by `server.max_body_bytes` and received within
 /// `server.body_read_timeout`.
+///
+/// A body over the limit is answered 413 with `Connection: close`; what the client still
+/// sends of it is read and dropped meanwhile, for at most `server.body_read_timeout`, so that
+/// a client still writing it reads the answer rather than a reset (as the lane does for a
+/// declared length). Not when the client waits for `100 Continue` before sending a body
+/// refused on its declared length: reading it would ask for it.
 async fn read_body(
     body: Incoming,
     headers: &http::HeaderMap,
     server: &crate::config::ServerConfig,
 ) -> Result<Bytes, ProxyError> {
     let timeout = server.body_read_timeout;
-    tokio::time::timeout(timeout, collect_body(body, headers, server.max_body_bytes))
-        .await
-        .unwrap_or(Err(ProxyError::BodyTimeout(timeout)))
-}
-
-async fn collect_body(
-    body: Incoming,
-    headers: &http::HeaderMap,
-    max: usize,
-) -> Result<Bytes, ProxyError> {
-    if let Some(len) = headers
+    let max = server.max_body_bytes;
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if len > max as u64 {
-            return Err(ProxyError::BodyTooLarge(max));
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max as u64) {
+        if !headers.contains_key(header::EXPECT) {
+            tokio::spawn(drain_body(body, timeout));
         }
+        return Err(ProxyError::BodyTooLarge(max));
     }
+    let mut body = body;
+    let read = tokio::time::timeout(timeout, collect_body(&mut body, max))
+        .await
+        .unwrap_or(Err(ProxyError::BodyTimeout(timeout)));
+    if let Err(ProxyError::BodyTooLarge(_)) = read {
+        tokio::spawn(drain_body(body, timeout));
+    }
+    read
+}
+
+/// Reads and drops the rest of `body`, for at most `within`.
+async fn drain_body(mut body: Incoming, within: std::time::Duration) {
+    let _ = tokio::time::timeout(within, async {
+        while let Some(Ok(_)) = body.frame().await {}
+    })
+    .await;
+}
+
+async fn collect_body(body: &mut Incoming, max: usize) -> Result<Bytes, ProxyError> {
     // A body that arrives in one piece (most do: it came with its head) is kept as it is;
     // only a body in several pieces is copied into one buffer.
-    let mut body = body;
     let mut first: Option<Bytes> = None;
     let mut joined: Option<BytesMut> = None;
     let mut total = 0usize;
