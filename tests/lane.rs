@@ -999,6 +999,46 @@ async fn unusable_upstream_responses_are_502_and_the_connection_goes_on() {
     }
 }
 
+/// `Expect: 100-continue` is the gateway's to meet on hyper's path: the client gets its
+/// `100 Continue` from the gateway before anything went upstream, and the upstream never
+/// sees the `Expect` (it gets the whole body at once), for a body with a length and a chunked
+/// one.
+#[tokio::test]
+async fn expect_is_answered_by_the_gateway_and_never_forwarded() {
+    let (up, gw) = recorded().await;
+    for chunked in [false, true] {
+        let body = event(TEAM);
+        let framing = if chunked {
+            "Transfer-Encoding: chunked\r\n".to_owned()
+        } else {
+            format!("Content-Length: {}\r\n", body.len())
+        };
+        let request = signed_with(
+            &post_line("HTTP/1.1"),
+            &body,
+            &format!("{framing}Expect: 100-continue\r\n"),
+        );
+        let head = &request[..request.len() - body.len()];
+        let before = up.count();
+        let mut c = Client::connect(&gw).await;
+        c.send(head).await;
+        let first = c.expect_response().await;
+        assert_eq!(first.status, 100, "chunked={chunked}: {}", first.head);
+        assert_eq!(up.count(), before, "forwarded before the body came");
+        if chunked {
+            c.send(format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len()).as_bytes())
+                .await;
+        } else {
+            c.send(body.as_bytes()).await;
+        }
+        assert_upstream_ok(&c.expect_response().await);
+        let forwarded = up.last();
+        assert_forwarded(&forwarded, &body);
+        assert_eq!(forwarded.header("expect"), None, "chunked={chunked}");
+    }
+    assert_eq!(up.count(), 2);
+}
+
 /// An upstream slower than `upstream.timeout` costs the client a 504, not its connection: the
 /// next request on it goes out on a new upstream connection and is answered.
 #[tokio::test]
