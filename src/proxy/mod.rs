@@ -14,6 +14,7 @@
 //! reason; the log gets the detail. Nothing is forwarded unless every stage before `forward`
 //! succeeded.
 
+pub mod framing;
 pub mod headers;
 pub mod lane;
 pub mod replay;
