@@ -295,6 +295,13 @@ fn signed_chunked(body: &str) -> Vec<u8> {
     request
 }
 
+/// `request` with its `Host` line replaced by `hosts` (several lines, or none).
+fn with_hosts(request: &[u8], hosts: &str) -> Vec<u8> {
+    let text = String::from_utf8(request.to_vec()).unwrap();
+    assert!(text.contains("Host: gw.example\r\n"), "{text}");
+    text.replacen("Host: gw.example\r\n", hosts, 1).into_bytes()
+}
+
 /// A gateway with [`TEAM`] installed in front of a recording upstream.
 async fn recorded() -> (FakeUpstream, TestGateway) {
     let up = FakeUpstream::start().await;
@@ -1110,6 +1117,70 @@ async fn expect_is_answered_by_the_gateway_and_never_forwarded() {
         assert_eq!(forwarded.header("expect"), None, "chunked={chunked}");
     }
     assert_eq!(up.count(), 2);
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request without `Host`, or any request with two, is 400 —
+/// on the lane's requests (a plain signed POST, handed to hyper to be refused) and hyper's (a
+/// page, a chunked POST, the admin listener) alike — with the connection closed after it,
+/// nothing forwarded and no route run. An HTTP/1.0 request without `Host` (which that
+/// version did not require) is served, and so is an absolute-form target with its `Host`.
+#[tokio::test]
+async fn a_request_without_host_or_with_two_is_400_and_goes_nowhere() {
+    let (up, gw) = recorded().await;
+    let page = b"GET /slack/install HTTP/1.1\r\nHost: gw.example\r\n\r\n".to_vec();
+    let health = b"GET /healthz HTTP/1.1\r\nHost: gw.example\r\n\r\n".to_vec();
+    let requests: [(&str, Vec<u8>, bool); 4] = [
+        (
+            "a plain signed POST (the lane)",
+            signed(&event(TEAM)),
+            false,
+        ),
+        ("a chunked signed POST", signed_chunked(&event(TEAM)), false),
+        ("the install page", page, false),
+        ("the admin listener", health, true),
+    ];
+    for (case, request, admin) in &requests {
+        for hosts in [
+            "",
+            "Host: gw.example\r\nHost: evil.example\r\n",
+            "Host: a\r\nhost: a\r\n",
+        ] {
+            let mut s = TcpStream::connect(if *admin { gw.admin } else { gw.public })
+                .await
+                .unwrap();
+            s.write_all(&with_hosts(request, hosts)).await.unwrap();
+            let (closed, answer) = closed_within(&mut s, ANSWER_LIMIT).await;
+            assert!(
+                answer.starts_with("HTTP/1.1 400 "),
+                "{case}, {hosts:?}: {answer}"
+            );
+            assert!(
+                answer.to_ascii_lowercase().contains("connection: close"),
+                "{case}, {hosts:?}: {answer}"
+            );
+            assert!(closed, "{case}, {hosts:?}: the connection stays open");
+        }
+    }
+    assert_eq!(up.count(), 0, "a request without one Host was forwarded");
+
+    // HTTP/1.0 needs no Host; an absolute-form target is fine with one.
+    let body = event(TEAM);
+    let old = signed_with(
+        &post_line("HTTP/1.0"),
+        &body,
+        &format!("Content-Length: {}\r\n", body.len()),
+    );
+    let mut c = Client::connect(&gw).await;
+    c.send(&with_hosts(&old, "")).await;
+    assert_upstream_ok(&c.expect_response().await);
+    assert_forwarded(&up.single(), &body);
+    let body = event(TEAM);
+    let absolute = format!("POST http://gw.example{EVENTS_PATH} HTTP/1.1");
+    let framing = format!("Content-Length: {}\r\n", body.len());
+    let mut c = Client::connect(&gw).await;
+    c.send(&signed_with(&absolute, &body, &framing)).await;
+    assert_upstream_ok(&c.expect_response().await);
+    assert_forwarded(&up.last(), &body);
 }
 
 /// An upstream slower than `upstream.timeout` costs the client a 504, not its connection: the

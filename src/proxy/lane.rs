@@ -13,13 +13,13 @@
 //! body bytes as they come, framing included.
 //!
 //! Anything else — another path or method, `Transfer-Encoding` or `Expect` on the request,
-//! HTTP/1.0, `Upgrade`, a head httparse refuses, more headers than `server.max_headers` — is
-//! handed to hyper together with the bytes read so far ([`Rewind`]), and hyper serves the
-//! connection from then on exactly as it would have. The lane is never more lenient than
-//! hyper: it takes only what is unambiguous. A declared body over `server.max_body_bytes` the
-//! lane refuses itself (413), reading what the client still sends of it before closing. The
-//! upstream's response head is judged as on hyper's path ([`super::framing`]): what is
-//! refused there is a 502 here too.
+//! HTTP/1.0, `Upgrade`, no `Host` or two (refused with 400 there), a head httparse refuses,
+//! more headers than `server.max_headers` — is handed to hyper together with the bytes read
+//! so far ([`Rewind`]), and hyper serves the connection from then on exactly as it would
+//! have. The lane is never more lenient than hyper: it takes only what is unambiguous. A
+//! declared body over `server.max_body_bytes` the lane refuses itself (413), reading what the
+//! client still sends of it before closing. The upstream's response head is judged as on
+//! hyper's path ([`super::framing`]): what is refused there is a 502 here too.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -535,6 +535,7 @@ fn parse_head(buf: &mut BytesMut, live: &Live, client: &Client, fields: &mut Vec
     let mut general = false;
     let mut content_length = None;
     let mut close = false;
+    let mut hosts = 0;
     fields.clear();
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
@@ -553,6 +554,8 @@ fn parse_head(buf: &mut BytesMut, live: &Live, client: &Client, fields: &mut Vec
             return Parse::Other;
         } else if fate == Fate::Connection {
             close |= has_token(h.value, b"close");
+        } else if fate == Fate::Host {
+            hosts += 1;
         } else if fate == Fate::Forwarded && trusted {
             general = true;
         }
@@ -561,6 +564,10 @@ fn parse_head(buf: &mut BytesMut, live: &Live, client: &Client, fields: &mut Vec
             value: span(h.value),
             fate,
         });
+    }
+    if hosts != 1 {
+        // No Host, or two: hyper's path refuses it (400), before any route runs.
+        return Parse::Other;
     }
     let content_length = content_length.unwrap_or(0);
     if content_length > live.config.server.max_body_bytes {
