@@ -221,12 +221,38 @@ async fn route(
     conn: &Conn,
     which: Listener,
 ) -> Response<Body> {
+    if let Some(refused) = host_refusal(&req) {
+        return refused;
+    }
     match which {
         Listener::Public => route_public(gw, req, conn).await,
         // Boxed, like every route but the Slack one: the connection's future is as large as
         // its largest route, and only the Slack route is hot.
         Listener::Admin => Box::pin(crate::admin::handle(gw, req)).await,
     }
+}
+
+/// RFC 9112 §3.2: a request with more than one `Host`, or an HTTP/1.1 request without one,
+/// is 400, before any route sees it (the fast lane hands such heads over to be refused here).
+/// An HTTP/1.0 request may come without `Host`, which that version did not require: nothing
+/// the gateway does depends on it (the upstream gets its own `Host`; the client's only goes
+/// on as `X-Forwarded-Host`), and some health checkers still send bare HTTP/1.0 requests.
+/// The connection closes after the refusal: a client that gets `Host` wrong may frame its
+/// requests wrong too.
+fn host_refusal(req: &Request<Incoming>) -> Option<Response<Body>> {
+    let mut hosts = req.headers().get_all(http::header::HOST).iter();
+    let reason = match (hosts.next(), hosts.next()) {
+        (Some(_), None) => return None,
+        (None, _) if req.version() < http::Version::HTTP_11 => return None,
+        (None, _) => "missing Host header",
+        (Some(_), Some(_)) => "more than one Host header",
+    };
+    let mut r = crate::http::text(http::StatusCode::BAD_REQUEST, reason);
+    r.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    Some(r)
 }
 
 async fn route_public(gw: &Arc<Gateway>, req: Request<Incoming>, conn: &Conn) -> Response<Body> {

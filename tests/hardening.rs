@@ -222,6 +222,75 @@ async fn a_client_that_writes_a_whole_oversized_body_before_reading_still_gets_4
     assert_eq!(h.signed_event_status("T1").await, (200, true));
 }
 
+/// A chunked body (hyper's path) over `server.max_body_bytes` gets 413 and the connection
+/// closes, as the README says (it used to stay open): the client reads the answer, then the
+/// end of the stream. A client that writes a whole chunked body of several MB before reading
+/// still gets the answer: what it sends is read and dropped first, not reset under it. The
+/// same on hyper's path for a declared length (an HTTP/1.0 request), and a client waiting for
+/// `100 Continue` gets the 413 instead, without being asked for the body.
+#[tokio::test]
+async fn an_oversized_chunked_body_gets_413_and_the_connection_closes() {
+    let h = start("max_body_bytes = 4096").await;
+    // Signature headers that may verify (a request without them is refused from its head).
+    let signature = format!(
+        "X-Slack-Request-Timestamp: {}\r\nX-Slack-Signature: v0={}\r\n",
+        slack_gateway::http::unix_now(),
+        "ab".repeat(32)
+    );
+    let head = |line: &str, framing: &str| {
+        format!(
+            "POST /slack/events {line}\r\nHost: x\r\nContent-Type: application/json\r\n\
+             {signature}{framing}\r\n"
+        )
+    };
+    let chunked = |total: usize| {
+        let chunk = format!("{:x}\r\n{}\r\n", 1024, "a".repeat(1024));
+        chunk.repeat(total / 1024) + "0\r\n\r\n"
+    };
+    let big = 8 << 20;
+    let chunked_head = head("HTTP/1.1", "Transfer-Encoding: chunked\r\n");
+    let cases = [
+        (
+            "a small chunked body",
+            chunked_head.clone(),
+            chunked(8 << 10),
+        ),
+        ("an 8 MB chunked body", chunked_head, chunked(big)),
+        (
+            "an 8 MB HTTP/1.0 body",
+            head("HTTP/1.0", &format!("Content-Length: {big}\r\n")),
+            "a".repeat(big),
+        ),
+        (
+            "an 8 MB body after Expect",
+            head(
+                "HTTP/1.1",
+                &format!("Content-Length: {big}\r\nExpect: 100-continue\r\n"),
+            ),
+            String::new(),
+        ),
+    ];
+    for (case, head, body) in cases {
+        let mut s = tokio::net::TcpStream::connect(h.public).await.unwrap();
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(body.as_bytes())
+            .await
+            .expect("the body is read, not reset");
+        let (closed, answer) = closed_within(&mut s, Duration::from_secs(5)).await;
+        // An HTTP/1.0 request is answered in HTTP/1.0.
+        assert!(
+            answer.starts_with("HTTP/1.") && answer[8..].starts_with(" 413 "),
+            "{case}: {answer}"
+        );
+        assert!(
+            answer.to_ascii_lowercase().contains("connection: close"),
+            "{case}: {answer}"
+        );
+        assert!(closed, "{case}: the connection stays open after the 413");
+    }
+    assert_eq!(h.signed_event_status("T1").await, (200, true));
+}
+
 #[tokio::test]
 async fn too_many_or_too_large_headers_get_431() {
     let h = start("max_headers = 20").await;
@@ -324,12 +393,27 @@ async fn heads_that_can_never_verify_are_refused_before_their_body() {
             s.write_all(big_head(&headers, chunked).as_bytes())
                 .await
                 .unwrap();
-            let (closed, answer) = closed_within(&mut s, Duration::from_secs(5)).await;
+            // Answered at once, though no byte of the body was sent.
+            let answer = tokio::time::timeout(Duration::from_secs(5), read_answer(&mut s))
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_default();
             assert!(
                 answer.starts_with("HTTP/1.1 401"),
                 "{case}, chunked={chunked}: {answer}"
             );
             assert!(answer.contains(reason), "{case}: {answer}");
+            assert!(
+                answer.to_ascii_lowercase().contains("connection: close"),
+                "{case}: {answer}"
+            );
+            // The body is read and dropped, not kept: the connection closes once it ends
+            // (or the body read timeout passes).
+            if chunked {
+                s.write_all(b"0\r\n\r\n").await.unwrap();
+            }
+            let (closed, _) = closed_within(&mut s, Duration::from_secs(5)).await;
             assert!(
                 closed,
                 "{case}, chunked={chunked}: the connection stays open"

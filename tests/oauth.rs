@@ -220,6 +220,24 @@ async fn error_param_is_html_escaped() {
     assert!(page.contains("&lt;script&gt;"));
 }
 
+/// A page's values go in once: a value that looks like a placeholder is shown as it is, never
+/// filled in itself (the failure page's reason came before `{{install_path}}` and took its
+/// value).
+#[tokio::test]
+async fn page_values_that_look_like_placeholders_are_shown_as_they_are() {
+    let h = Harness::start("").await;
+    let r = h
+        .get(
+            "/slack/oauth_redirect?error=%7B%7Binstall_path%7D%7D%20%7B%7Breason%7D%7D",
+            None,
+        )
+        .await;
+    assert_eq!(
+        h.failure_reason(r).await,
+        (400, "{{install_path}} {{reason}}".into())
+    );
+}
+
 #[tokio::test]
 async fn callback_refusals_name_their_reason() {
     let h = Harness::start("").await;

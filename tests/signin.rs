@@ -403,3 +403,101 @@ async fn unsigned_requests_never_reach_the_slack_handler_through_a_protected_pre
         "{answer}"
     );
 }
+
+/// A signed-in browser's request to a protected path goes upstream through hyper's client,
+/// as a chunked Slack request does, and is held to the same rules: an upstream answering
+/// `101 Switching Protocols`, or with a length beside chunked framing, gets the browser the
+/// gateway's 502 with nothing of that answer relayed; an `Expect: 100-continue` is met by the
+/// gateway (its `100 Continue`) and not forwarded. The session is sealed here with the
+/// configured cookie secret, as the callback would seal it.
+#[tokio::test]
+async fn protected_requests_get_502_for_bad_upstream_answers_and_never_forward_expect() {
+    use slack_gateway::signin::{Session, SESSION_COOKIE};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let answers = vec![
+        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n"
+            .to_vec(),
+        b"HTTP/1.1 200 OK\r\ncontent-length: 40\r\ntransfer-encoding: chunked\r\n\r\n\
+          5\r\nhello\r\n0\r\n\r\n"
+            .to_vec(),
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+    ];
+    let (url, mut seen) = support::raw_upstream_answering_in_turn(answers, false).await;
+    let gw = support::TestGateway::builder(url)
+        .toml(&format!(
+            "[signin]\nenabled = true\ncookie_secret = \"{COOKIE_SECRET}\"\nprotect = [\"/app\"]\n"
+        ))
+        .start()
+        .await;
+    let session = Session {
+        user_id: "U0ALICE".into(),
+        team_id: "T0SIGNIN".into(),
+        email: None,
+        name: None,
+        expires_at: slack_gateway::http::unix_now() + 3600,
+    };
+    let sealed = slack_gateway::seal::Sealer::new(COOKIE_SECRET.as_bytes())
+        .seal(SESSION_COOKIE, &serde_json::to_vec(&session).unwrap());
+    let get = format!(
+        "GET /app/page HTTP/1.1\r\nHost: gw.example\r\nCookie: {SESSION_COOKIE}={sealed}\r\n\r\n"
+    );
+    for case in ["101", "a length beside chunked"] {
+        let (status, answer) = support::raw_http(gw.public, get.as_bytes()).await;
+        assert_eq!(status, 502, "{case}: {answer}");
+        let lower = answer.to_ascii_lowercase();
+        for relayed in [
+            "upgrade",
+            "transfer-encoding",
+            "content-length: 40",
+            "hello",
+        ] {
+            assert!(!lower.contains(relayed), "{case}: {relayed} in {answer}");
+        }
+    }
+
+    let body = "note=hello";
+    let mut s = tokio::net::TcpStream::connect(gw.public).await.unwrap();
+    s.write_all(
+        format!(
+            "POST /app/notes HTTP/1.1\r\nHost: gw.example\r\nCookie: {SESSION_COOKIE}={sealed}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+             Expect: 100-continue\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("no 100 Continue")
+            .unwrap();
+        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 100 Continue\r\n\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    s.write_all(body.as_bytes()).await.unwrap();
+    let answer = support::read_answer(&mut s).await.expect("no answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\nok"), "{answer}");
+
+    let mut requests = Vec::new();
+    while let Ok(s) = seen.try_recv() {
+        if let support::Seen::Request(r) = s {
+            requests.push(r);
+        }
+    }
+    assert_eq!(requests.len(), 3, "{requests:?}");
+    let post = requests[2].to_ascii_lowercase();
+    assert!(post.starts_with("post /app/notes "), "{post}");
+    assert!(post.ends_with(body), "{post}");
+    assert!(!post.contains("\r\nexpect:"), "Expect forwarded: {post}");
+}

@@ -611,7 +611,8 @@ impl Cx<'_> {
                 s.as_ref(),
                 format!(
                     "`{name}` is a header the gateway sets or removes itself (Host, \
-                     Content-Length, X-Forwarded-For/Proto/Host, Forwarded, hop-by-hop headers)"
+                     Content-Length, Expect, X-Forwarded-For/Proto/Host, Forwarded, hop-by-hop \
+                     headers)"
                 ),
             ));
         }

@@ -9,11 +9,31 @@ use std::path::Path;
 use crate::http::escape_html;
 
 /// Fills `{{name}}` placeholders with escaped values; unknown placeholders stay as they are.
+/// One pass over the template: a value is put in as it is, never searched for placeholders
+/// itself (a workspace named `{{slack_url}}` is shown as that name).
 pub fn render(template: &str, values: &[(&str, &str)]) -> String {
-    let mut out = template.to_owned();
-    for (name, value) in values {
-        out = out.replace(&format!("{{{{{name}}}}}"), &escape_html(value));
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(at) = rest.find("{{") {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let value = rest[2..].split_once("}}").and_then(|(name, _)| {
+            let (_, value) = values.iter().find(|(n, _)| *n == name)?;
+            Some((name.len(), value))
+        });
+        match value {
+            Some((len, value)) => {
+                out.push_str(&escape_html(value));
+                rest = &rest[len + 4..];
+            }
+            // Not a placeholder here: the first brace is text, the search goes on after it.
+            None => {
+                out.push('{');
+                rest = &rest[1..];
+            }
+        }
     }
+    out.push_str(rest);
     out
 }
 
@@ -91,6 +111,28 @@ mod tests {
             &[("reason", "<script>alert(1)</script>")],
         );
         assert_eq!(out, "<p>&lt;script&gt;alert(1)&lt;/script&gt;</p>{{other}}");
+    }
+
+    #[test]
+    fn values_are_not_expanded_again() {
+        let out = render(
+            "<p>{{team_name}}</p><a href=\"{{slack_url}}\">{{reason}}</a>",
+            &[
+                ("team_name", "{{slack_url}} {{reason}}"),
+                ("slack_url", "slack://app?team=T1&id=A1"),
+                ("reason", "{{team_name}}"),
+            ],
+        );
+        assert_eq!(
+            out,
+            "<p>{{slack_url}} {{reason}}</p><a href=\"slack://app?team=T1&amp;id=A1\">{{team_name}}</a>"
+        );
+        // Braces around or inside placeholders, unclosed ones, unknown names.
+        let out = render(
+            "{{{a}}} {{a}}} {{ a}} {{a {{b}} {{",
+            &[("a", "1"), ("b", "{{a}}")],
+        );
+        assert_eq!(out, "{1} 1} {{ a}} {{a {{a}} {{");
     }
 
     #[test]

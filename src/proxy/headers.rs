@@ -33,11 +33,11 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Whether the gateway sets or removes `name` itself, in any spelling an upstream would fold
-/// into it (`Host`, `Content-Length`, the forwarding headers, hop-by-hop headers): no name for
-/// an injected header.
+/// into it (`Host`, `Content-Length`, `Expect`, the forwarding headers, hop-by-hop headers):
+/// no name for an injected header.
 pub fn set_by_gateway(name: &HeaderName) -> bool {
     let name = name.as_str().as_bytes();
-    [header::HOST, header::CONTENT_LENGTH]
+    [header::HOST, header::CONTENT_LENGTH, header::EXPECT]
         .iter()
         .chain(&HOP_BY_HOP)
         .chain(&FORWARDED)
@@ -108,8 +108,8 @@ impl StripSet {
 pub enum Fate {
     /// Forwarded as it is.
     Keep,
-    /// Removed: hop-by-hop, a smuggled injected name, a folded spelling of a forwarding
-    /// header.
+    /// Removed: hop-by-hop, `Expect`, a smuggled injected name, a folded spelling of a
+    /// forwarding header.
     Drop,
     /// `Connection`: removed, and so is every header it names.
     Connection,
@@ -125,7 +125,10 @@ pub fn fate(name: &[u8], strip: &StripSet) -> Fate {
     let is = |h: &HeaderName| name.eq_ignore_ascii_case(h.as_str().as_bytes());
     if is(&header::CONNECTION) {
         Fate::Connection
-    } else if HOP_BY_HOP.iter().any(is) {
+    } else if HOP_BY_HOP.iter().any(is) || is(&header::EXPECT) {
+        // `Expect` is the gateway's to meet: it reads the whole body before forwarding
+        // (hyper answers `100 Continue` as it starts reading), so the upstream has nothing
+        // to wait for.
         Fate::Drop
     } else if FORWARDED.iter().any(is) {
         Fate::Forwarded
@@ -241,8 +244,9 @@ impl Client {
     }
 }
 
-/// Prepares inbound headers for forwarding: hop-by-hop and smuggled injected names removed,
-/// `Host` left to the client (it names the upstream), forwarding headers set from `client`.
+/// Prepares inbound headers for forwarding: hop-by-hop headers, `Expect` and smuggled injected
+/// names removed, `Host` left to the client (it names the upstream), forwarding headers set
+/// from `client`.
 /// `Content-Length` is the forwarder's to check against the body it read.
 pub fn rewrite_request(
     headers: &mut HeaderMap,
@@ -360,6 +364,7 @@ mod tests {
             ("Content_Length", Fate::Drop),
             ("TRANSFER_ENCODING", Fate::Drop),
             ("Transfer-Encoding", Fate::Drop),
+            ("Expect", Fate::Drop),
             ("CONNECTION", Fate::Connection),
             ("X-Forwarded-For", Fate::Forwarded),
             ("x_forwarded_for", Fate::Drop),
@@ -377,6 +382,7 @@ mod tests {
         for name in [
             "host",
             "content_length",
+            "expect",
             "keep_alive",
             "x-forwarded-host",
             "forwarded",

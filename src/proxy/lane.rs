@@ -13,11 +13,13 @@
 //! body bytes as they come, framing included.
 //!
 //! Anything else — another path or method, `Transfer-Encoding` or `Expect` on the request,
-//! HTTP/1.0, `Upgrade`, a head httparse refuses, more headers than `server.max_headers` — is
-//! handed to hyper together with the bytes read so far ([`Rewind`]), and hyper serves the
-//! connection from then on exactly as it would have. The lane is never more lenient than
-//! hyper: it takes only what is unambiguous. A declared body over `server.max_body_bytes` the
-//! lane refuses itself (413), reading what the client still sends of it before closing.
+//! HTTP/1.0, `Upgrade`, no `Host` or two (refused with 400 there), a head httparse refuses,
+//! more headers than `server.max_headers` — is handed to hyper together with the bytes read
+//! so far ([`Rewind`]), and hyper serves the connection from then on exactly as it would
+//! have. The lane is never more lenient than hyper: it takes only what is unambiguous. A
+//! declared body over `server.max_body_bytes` the lane refuses itself (413), reading what the
+//! client still sends of it before closing. The upstream's response head is judged as on
+//! hyper's path ([`super::framing`]): what is refused there is a 502 here too.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -31,6 +33,7 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::framing::{self, parse_length, Framing, FramingHeaders};
 use super::headers::{fate, Client, Fate};
 use super::upstream::{UpstreamError, UpstreamTarget};
 use super::{
@@ -544,6 +547,7 @@ fn parse_head(buf: &mut BytesMut, live: &Live, client: &Client, fields: &mut Vec
     let mut general = false;
     let mut content_length = None;
     let mut close = false;
+    let mut hosts = 0;
     fields.clear();
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
@@ -562,6 +566,8 @@ fn parse_head(buf: &mut BytesMut, live: &Live, client: &Client, fields: &mut Vec
             return Parse::Other;
         } else if fate == Fate::Connection {
             close |= has_token(h.value, b"close");
+        } else if fate == Fate::Host {
+            hosts += 1;
         } else if fate == Fate::Forwarded && trusted {
             general = true;
         }
@@ -570,6 +576,10 @@ fn parse_head(buf: &mut BytesMut, live: &Live, client: &Client, fields: &mut Vec
             value: span(h.value),
             fate,
         });
+    }
+    if hosts != 1 {
+        // No Host, or two: hyper's path refuses it (400), before any route runs.
+        return Parse::Other;
     }
     let content_length = content_length.unwrap_or(0);
     if content_length > live.config.server.max_body_bytes {
@@ -630,14 +640,6 @@ fn give_back(buf: &mut BytesMut, head: Bytes) -> Parse {
     all.extend_from_slice(buf);
     *buf = all;
     Parse::Other
-}
-
-/// A `Content-Length` value: digits only, as RFC 9110 has it.
-fn parse_length(v: &[u8]) -> Option<usize> {
-    if v.is_empty() || v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(v).ok()?.parse().ok()
 }
 
 /// True when the comma-separated header value lists `token` (case-insensitively).
@@ -874,15 +876,6 @@ struct ResponseHead {
     reusable: bool,
 }
 
-/// Where a response body ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    Empty,
-    Length(u64),
-    Chunked,
-    UntilClose,
-}
-
 /// Writes the request whose head is in `out` (on the idle connection when it is still good,
 /// else on a new one) and reads the response head, rewritten for the client into `out`.
 async fn exchange(
@@ -977,37 +970,19 @@ fn rewrite_response_head(buf: &[u8], out: &mut Vec<u8>) -> Result<Option<HeadRea
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err(UpstreamError::Response("malformed response head")),
     };
+    // What is refused, what is interim and where the body ends: judged as on hyper's path
+    // ([`framing`]).
     let status = resp.code.unwrap_or(0);
-    if !(100..=999).contains(&status) {
-        return Err(UpstreamError::Response("invalid status code"));
-    }
-    if status == 101 {
-        return Err(UpstreamError::Response(
-            "unexpected 101 Switching Protocols",
-        ));
-    }
-    if status < 200 {
+    if !framing::is_final(status)? {
         return Ok(Some(Interim(len)));
     }
-    let mut length: Option<u64> = None;
-    let mut chunked = None;
+    let mut framing_headers = FramingHeaders::default();
     let mut close = resp.version != Some(1);
     let mut listed: Vec<&[u8]> = Vec::new();
     for h in resp.headers.iter() {
         let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"content-length") {
-            let n = parse_length(h.value)
-                .ok_or(UpstreamError::Response("invalid Content-Length"))?
-                as u64;
-            if length.is_some_and(|l| l != n) {
-                return Err(UpstreamError::Response("conflicting Content-Length"));
-            }
-            length = Some(n);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            // Chunked only when it is the final coding (RFC 9112 §6.3).
-            let last = h.value.split(|&b| b == b',').next_back().unwrap_or(b"");
-            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if name.eq_ignore_ascii_case(b"connection") {
+        framing_headers.note(name, h.value)?;
+        if name.eq_ignore_ascii_case(b"connection") {
             for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 if token.eq_ignore_ascii_case(b"close") {
                     close = true;
@@ -1017,12 +992,7 @@ fn rewrite_response_head(buf: &[u8], out: &mut Vec<u8>) -> Result<Option<HeadRea
             }
         }
     }
-    let framing = match (status, chunked, length) {
-        (204 | 304, _, _) => Framing::Empty,
-        (_, Some(true), _) => Framing::Chunked,
-        (_, Some(false), _) | (_, None, None) => Framing::UntilClose,
-        (_, None, Some(n)) => Framing::Length(n),
-    };
+    let framing = framing_headers.framing(status)?;
     out.clear();
     put_status_line(
         out,
@@ -1036,10 +1006,9 @@ fn rewrite_response_head(buf: &[u8], out: &mut Vec<u8>) -> Result<Option<HeadRea
             || name.eq_ignore_ascii_case(b"transfer-encoding");
         let dropped = if framing_header {
             // The headers that frame the body stay with the body they frame, whatever
-            // `Connection` says; the length gives way to a transfer coding (RFC 9112 §6.3),
-            // and a body that ends with the connection is re-framed as chunked below.
-            (chunked.is_some() && name.eq_ignore_ascii_case(b"content-length"))
-                || framing == Framing::UntilClose
+            // `Connection` says; a body that ends with the connection is re-framed as
+            // chunked below.
+            framing == Framing::UntilClose
         } else {
             is_hop_by_hop(name) || listed.iter().any(|n| name.eq_ignore_ascii_case(n))
         };
@@ -1054,10 +1023,7 @@ fn rewrite_response_head(buf: &[u8], out: &mut Vec<u8>) -> Result<Option<HeadRea
     if framing == Framing::UntilClose {
         put_header(out, b"transfer-encoding", b"chunked");
     }
-    // A length beside a transfer coding may be an attempt at response splitting: relayed
-    // without the length, but the connection is not used again (RFC 9112 §6.3).
-    let reusable =
-        !close && framing != Framing::UntilClose && !(chunked.is_some() && length.is_some());
+    let reusable = !close && framing != Framing::UntilClose;
     Ok(Some(Final(
         ResponseHead {
             status,
@@ -1475,17 +1441,13 @@ mod tests {
         assert!(r.reusable);
 
         let (out, r, _) = rewritten(
-            "HTTP/1.1 200 OK\r\nDate: Mon, 23 Nov 2026 21:00:00 GMT\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nDate: Mon, 23 Nov 2026 21:00:00 GMT\r\nTransfer-Encoding: chunked\r\n\r\n",
         );
         assert!(out.contains("Date: Mon, 23 Nov 2026 21:00:00 GMT\r\n"));
         assert!(!out.contains("date: "), "one Date only");
         assert!(out.contains("Transfer-Encoding: chunked\r\n"), "{out}");
-        assert!(!out.contains("Content-Length"), "chunked framing wins");
         assert_eq!(r.framing, Framing::Chunked);
-        assert!(
-            !r.reusable,
-            "a length beside a transfer coding: not used again"
-        );
+        assert!(r.reusable);
 
         // The chunked body goes with its trailers, so the Trailer header goes too; the other
         // hop-by-hop headers do not.
@@ -1564,6 +1526,11 @@ mod tests {
             &b"HTTP/1.1 101 Switching Protocols\r\n\r\n"[..],
             b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n",
+            // A length beside a transfer coding, in either order, chunked or not.
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 5\r\n\r\n",
             b"HTTX/1.1 200 OK\r\n\r\n",
             b"HTTP/1.1 099 Early\r\n\r\n",
             b"HTTP/1.1 000 Zero\r\n\r\n",

@@ -14,6 +14,7 @@
 //! reason; the log gets the detail. Nothing is forwarded unless every stage before `forward`
 //! succeeded.
 
+pub mod framing;
 pub mod headers;
 pub mod lane;
 pub mod replay;
@@ -107,7 +108,7 @@ impl ProxyError {
             }
             // The rest of the body may still come: the connection cannot carry another
             // request.
-            ProxyError::BodyTimeout(_) => {
+            ProxyError::BodyTimeout(_) | ProxyError::BodyTooLarge(_) => {
                 r.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
@@ -146,8 +147,15 @@ pub async fn handle(
         let declared = declared_length(&parts.headers);
         let head = match judge_head(live, Signed::of(&parts.headers), declared) {
             Ok(head) => head,
-            // The body stays unread: the connection closes after the answer.
-            Err(e) => return Ok(closing(refuse(gw, conn.client.addr, e))),
+            // The body is not kept: the connection closes after the answer, and what the
+            // client still sends of the body is read and dropped meanwhile (see read_body).
+            Err(e) => {
+                if !parts.headers.contains_key(header::EXPECT) {
+                    let timeout = live.config.server.body_read_timeout;
+                    tokio::spawn(drain_body(body, timeout));
+                }
+                return Ok(closing(refuse(gw, conn.client.addr, e)));
+            }
         };
         let mut permit = reserve_body(gw, live, declared.unwrap_or(0))?;
         let body = read_body(
@@ -382,6 +390,12 @@ fn reserve_body<'g>(
 
 /// Stage 1: the body, bounded by `max` and the shared budget (`permit` grows with it), and
 /// received within `server.body_read_timeout`.
+///
+/// A body over the limit is answered 413 with `Connection: close`; what the client still
+/// sends of it is read and dropped meanwhile, for at most `server.body_read_timeout`, so that
+/// a client still writing it reads the answer rather than a reset (as the lane does for a
+/// declared length). Not when the client waits for `100 Continue` before sending a body
+/// refused on its declared length: reading it would ask for it.
 async fn read_body(
     body: Incoming,
     headers: &http::HeaderMap,
@@ -390,23 +404,37 @@ async fn read_body(
     permit: &mut crate::gateway::BodyPermit<'_>,
 ) -> Result<Bytes, ProxyError> {
     let timeout = server.body_read_timeout;
-    tokio::time::timeout(timeout, collect_body(body, headers, max, permit))
+    if declared_length(headers).is_some_and(|len| len > max) {
+        if !headers.contains_key(header::EXPECT) {
+            tokio::spawn(drain_body(body, timeout));
+        }
+        return Err(ProxyError::BodyTooLarge(max));
+    }
+    let mut body = body;
+    let read = tokio::time::timeout(timeout, collect_body(&mut body, max, permit))
         .await
-        .unwrap_or(Err(ProxyError::BodyTimeout(timeout)))
+        .unwrap_or(Err(ProxyError::BodyTimeout(timeout)));
+    if let Err(ProxyError::BodyTooLarge(_) | ProxyError::Busy) = read {
+        tokio::spawn(drain_body(body, timeout));
+    }
+    read
+}
+
+/// Reads and drops the rest of `body`, for at most `within`.
+async fn drain_body(mut body: Incoming, within: std::time::Duration) {
+    let _ = tokio::time::timeout(within, async {
+        while let Some(Ok(_)) = body.frame().await {}
+    })
+    .await;
 }
 
 async fn collect_body(
-    body: Incoming,
-    headers: &http::HeaderMap,
+    body: &mut Incoming,
     max: usize,
     permit: &mut crate::gateway::BodyPermit<'_>,
 ) -> Result<Bytes, ProxyError> {
-    if declared_length(headers).is_some_and(|len| len > max) {
-        return Err(ProxyError::BodyTooLarge(max));
-    }
     // A body that arrives in one piece (most do: it came with its head) is kept as it is;
     // only a body in several pieces is copied into one buffer.
-    let mut body = body;
     let mut first: Option<Bytes> = None;
     let mut joined: Option<BytesMut> = None;
     let mut total = 0usize;

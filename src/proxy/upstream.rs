@@ -113,7 +113,9 @@ impl UpstreamConn {
 
     /// Sends `req` (origin-form URI, `Host` set) and returns the upstream's response head;
     /// its body streams from the connection, which is reused once the body has been read if
-    /// the next request comes within `keepalive` (`upstream.keepalive_timeout`).
+    /// the next request comes within `keepalive` (`upstream.keepalive_timeout`). A head the
+    /// gateway refuses ([`super::framing::check_head`]: a 101, a length beside a transfer
+    /// coding, ...) is an error, and its connection is not used again.
     pub async fn send(
         &self,
         target: &UpstreamTarget,
@@ -135,10 +137,7 @@ impl UpstreamConn {
             // Waits for the previous response's body to be read to the end.
             if idle.sender.ready().await.is_ok() {
                 match idle.sender.try_send_request(req).await {
-                    Ok(resp) => {
-                        self.put_back(idle.connect_to, idle.sender);
-                        return Ok(resp);
-                    }
+                    Ok(resp) => return self.accept(idle.connect_to, idle.sender, resp),
                     Err(mut e) => match e.take_message() {
                         // Never written (the upstream closed the idle connection): a new one.
                         Some(unsent) => req = unsent,
@@ -152,7 +151,19 @@ impl UpstreamConn {
             .send_request(req)
             .await
             .map_err(UpstreamError::Protocol)?;
-        self.put_back(target.connect_to.clone(), sender);
+        self.accept(target.connect_to.clone(), sender, resp)
+    }
+
+    /// The response, its connection kept for the next request; or, for a head the gateway
+    /// refuses, the error, the connection dropped (with what is left of the response on it).
+    fn accept(
+        &self,
+        connect_to: String,
+        sender: SendRequest<Full<Bytes>>,
+        resp: Response<Incoming>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        super::framing::check_head(resp.status(), resp.headers())?;
+        self.put_back(connect_to, sender);
         Ok(resp)
     }
 
