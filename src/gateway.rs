@@ -9,9 +9,9 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use rustls::sign::CertifiedKey;
 
 use crate::config::Config;
+use crate::http::headers::StripSet;
 use crate::metrics::Metrics;
 use crate::oauth::rotation::Rotator;
-use crate::proxy::headers::StripSet;
 use crate::proxy::replay::ReplayGuard;
 use crate::proxy::upstream::UpstreamTarget;
 use crate::seal::Sealer;

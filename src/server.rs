@@ -21,8 +21,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use crate::gateway::Gateway;
+use crate::http::headers::Client;
 use crate::http::Body;
-use crate::proxy::headers::Client;
 use crate::proxy::lane::{Rewind, Served};
 use crate::proxy::upstream::UpstreamConn;
 use crate::write_timeout::WriteTimeout;

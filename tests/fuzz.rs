@@ -147,7 +147,7 @@ proptest! {
 
     #[test]
     fn folded_header_variants_always_match(mask in any::<u64>()) {
-        use slack_gateway::proxy::headers::StripSet;
+        use slack_gateway::http::headers::StripSet;
         let set = StripSet::new([&http::HeaderName::from_static("x-slack-bot-token")]);
         let variant: String = "x-slack-bot-token"
             .chars()

@@ -206,7 +206,7 @@ pub struct UpstreamConfig {
 }
 
 /// Names of the headers the gateway injects. Whatever the names, inbound copies are removed
-/// first (see [`crate::proxy::headers`]).
+/// first (see [`crate::http::headers`]).
 #[derive(Debug, Clone, Serialize)]
 pub struct InjectedHeaders {
     #[serde(serialize_with = "ser_header")]
@@ -605,7 +605,7 @@ impl Cx<'_> {
                 format!("`{name}` is not a valid header name"),
             )
         })?;
-        if crate::proxy::headers::set_by_gateway(&header) {
+        if crate::http::headers::set_by_gateway(&header) {
             return Err(self.err(
                 key,
                 s.as_ref(),
@@ -619,7 +619,7 @@ impl Cx<'_> {
         let line = s.as_ref().map(|s| self.line(s.span().start));
         self.injected.push(Injected {
             key: key.to_owned(),
-            folded: crate::proxy::headers::fold(header.as_str()),
+            folded: crate::http::headers::fold(header.as_str()),
             line,
         });
         Ok(header)
@@ -1091,10 +1091,10 @@ impl Cx<'_> {
         // Slack's requests are verified, never signed in, and a browser request must never
         // reach the app's Slack handler.
         for (p, at) in protect.iter().zip(g.protect.iter().flatten()) {
-            let pk = crate::http::path_key(p);
+            let pk = crate::http::path::path_key(p);
             let clash = slack_paths.iter().find(|s| {
-                let sk = crate::http::path_key(s);
-                crate::http::key_covers(&pk, &sk) || crate::http::key_covers(&sk, &pk)
+                let sk = crate::http::path::path_key(s);
+                crate::http::path::key_covers(&pk, &sk) || crate::http::path::key_covers(&sk, &pk)
             });
             if let Some(s) = clash {
                 return Err(self.err(

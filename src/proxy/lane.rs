@@ -7,7 +7,7 @@
 //! HTTP/1.1 with a plain `Content-Length` body — the lane does it in the connection's own
 //! task: it parses the head with httparse (hyper's own parser), runs the same pipeline as the
 //! hyper path ([`super::decide`]), writes the upstream request from the head's own header
-//! lines (judged by the same hygiene rules, [`super::headers::fate`]; no header map is built
+//! lines (judged by the same hygiene rules, [`crate::http::headers::fate`]; no header map is built
 //! unless a trusted proxy's forwarding headers need extending) on this client connection's
 //! own upstream connection, and relays the response head (hop-by-hop headers removed) and
 //! body bytes as they come, framing included.
@@ -34,13 +34,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::framing::{self, parse_length, Framing, FramingHeaders};
-use super::headers::{fate, Client, Fate};
 use super::upstream::{UpstreamError, UpstreamTarget};
 use super::{
     decide, injected, judge_head, prepare_upstream_request, refuse, reserve_body,
     rewrite_and_inject, upstream_outcome, Resolved, Signed, Step,
 };
 use crate::gateway::{Gateway, Live};
+use crate::http::headers::{fate, Client, Fate};
 use crate::http::Body;
 use crate::metrics::Route;
 use crate::server::{Shutdown, MAX_HEAD_BYTES};
@@ -946,11 +946,11 @@ enum HeadRead {
 }
 use HeadRead::{Final, Interim};
 
-/// Whether a response header is hop-by-hop ([`super::headers::HOP_BY_HOP`]) and so not
+/// Whether a response header is hop-by-hop ([`crate::http::headers::HOP_BY_HOP`]) and so not
 /// relayed. The body goes with its own framing, so the headers describing that framing,
 /// `Transfer-Encoding` and `Trailer`, go with it.
 fn is_hop_by_hop(name: &[u8]) -> bool {
-    super::headers::HOP_BY_HOP.iter().any(|h| {
+    crate::http::headers::HOP_BY_HOP.iter().any(|h| {
         h != header::TRANSFER_ENCODING
             && h != header::TRAILER
             && name.eq_ignore_ascii_case(h.as_str().as_bytes())

@@ -15,7 +15,6 @@
 //! succeeded.
 
 pub mod framing;
-pub mod headers;
 pub mod lane;
 pub mod replay;
 pub mod upstream;
@@ -28,6 +27,7 @@ use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 
 use crate::gateway::{Gateway, Live};
+use crate::http::headers;
 use crate::http::{empty, json, text, unix_now, Body};
 use crate::oauth::rotation;
 use crate::server::Conn;
@@ -765,11 +765,11 @@ pub async fn forward_browser(
     let (mut parts, body) = req.into_parts();
     // Only the verified route forwards Slack's paths, in any spelling: an app's Slack
     // handler must never run on a request the gateway did not verify.
-    let key = crate::http::path_key(parts.uri.path());
+    let key = crate::http::path::path_key(parts.uri.path());
     let slack_paths = &live.config.upstream.slack_paths;
     if slack_paths
         .iter()
-        .any(|s| crate::http::key_covers(&crate::http::path_key(s), &key))
+        .any(|s| crate::http::path::key_covers(&crate::http::path::path_key(s), &key))
     {
         tracing::info!(peer = %conn.client.addr, path = parts.uri.path(), "a spelling of a Slack path is not forwarded as a browser request");
         return text(StatusCode::NOT_FOUND, "not found");
@@ -801,9 +801,9 @@ pub async fn forward_browser(
     })
 }
 
-/// `uri` with its path normalised ([`crate::http::normalize_path`]); `None` when it already is.
+/// `uri` with its path normalised ([`crate::http::path::normalize_path`]); `None` when it already is.
 fn normalized_uri(uri: &Uri) -> Option<Uri> {
-    let path = crate::http::normalize_path(uri.path());
+    let path = crate::http::path::normalize_path(uri.path());
     if path == uri.path() {
         return None;
     }

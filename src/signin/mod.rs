@@ -148,11 +148,11 @@ pub fn session_of(live: &Live, headers: &http::HeaderMap) -> Option<Session> {
     (s.expires_at > unix_now()).then_some(s)
 }
 
-/// True when `path`, normalised ([`crate::http::normalize_path`]: dot segments and repeated
+/// True when `path`, normalised ([`crate::http::path::normalize_path`]: dot segments and repeated
 /// slashes resolved, as it is forwarded), is under one of the `protect` prefixes (on a segment
 /// boundary).
 pub fn is_protected(live: &Live, path: &str) -> bool {
-    let path = crate::http::normalize_path(path);
+    let path = crate::http::path::normalize_path(path);
     live.config.signin.protect.iter().any(|p| {
         let p = p.trim_end_matches('/');
         p.is_empty() || path == p || path.starts_with(&format!("{p}/"))
