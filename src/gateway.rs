@@ -13,7 +13,7 @@ use crate::http::headers::StripSet;
 use crate::metrics::Metrics;
 use crate::oauth::rotation::Rotator;
 use crate::proxy::replay::ReplayGuard;
-use crate::proxy::upstream::UpstreamTarget;
+use crate::upstream::UpstreamTarget;
 use crate::seal::Sealer;
 use crate::signin::oidc::JwksCache;
 use crate::slack::api::SlackApi;

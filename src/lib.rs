@@ -44,6 +44,7 @@ pub mod slack;
 pub mod store;
 pub mod tls;
 pub mod transfer;
+pub mod upstream;
 pub mod write_timeout;
 
 use std::future::Future;

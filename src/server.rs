@@ -24,7 +24,7 @@ use crate::gateway::Gateway;
 use crate::http::headers::Client;
 use crate::http::Body;
 use crate::proxy::lane::{Rewind, Served};
-use crate::proxy::upstream::UpstreamConn;
+use crate::upstream::UpstreamConn;
 use crate::write_timeout::WriteTimeout;
 
 /// A client must finish the TLS handshake within this time.

@@ -33,8 +33,8 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::framing::{self, parse_length, Framing, FramingHeaders};
-use super::upstream::{UpstreamError, UpstreamTarget};
+use crate::upstream::framing::{self, parse_length, Framing, FramingHeaders};
+use crate::upstream::{UpstreamError, UpstreamTarget};
 use super::{
     decide, injected, judge_head, prepare_upstream_request, refuse, reserve_body,
     rewrite_and_inject, upstream_outcome, Resolved, Signed, Step,

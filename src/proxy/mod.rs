@@ -14,10 +14,10 @@
 //! reason; the log gets the detail. Nothing is forwarded unless every stage before `forward`
 //! succeeded.
 
-pub mod framing;
+
 pub mod lane;
 pub mod replay;
-pub mod upstream;
+
 
 use std::sync::Arc;
 
@@ -736,7 +736,7 @@ fn prepare_upstream_request(
 fn upstream_outcome<T>(
     gw: &Gateway,
     timeout: std::time::Duration,
-    sent: Option<Result<T, upstream::UpstreamError>>,
+    sent: Option<Result<T, crate::upstream::UpstreamError>>,
 ) -> Result<T, ProxyError> {
     match sent {
         None => {

@@ -6,7 +6,10 @@
 //! list and no connect races, and a closed client connection closes its upstream connection
 //! with it. A connection idle for longer than `upstream.keepalive_timeout` or closed by the
 //! upstream is replaced by a new one; a request is retried only when hyper reports it was
-//! never written, so nothing is sent twice.
+//! never written, so nothing is sent twice. [`framing`] judges every response head the same
+//! way for hyper's path and the fast lane.
+
+pub mod framing;
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -79,6 +82,12 @@ pub enum UpstreamError {
     Response(&'static str),
 }
 
+impl From<framing::Refused> for UpstreamError {
+    fn from(r: framing::Refused) -> Self {
+        UpstreamError::Response(r.0)
+    }
+}
+
 impl UpstreamError {
     /// The `upstream_errors_total` label.
     pub fn kind(&self) -> &'static str {
@@ -114,7 +123,7 @@ impl UpstreamConn {
     /// Sends `req` (origin-form URI, `Host` set) and returns the upstream's response head;
     /// its body streams from the connection, which is reused once the body has been read if
     /// the next request comes within `keepalive` (`upstream.keepalive_timeout`). A head the
-    /// gateway refuses ([`super::framing::check_head`]: a 101, a length beside a transfer
+    /// gateway refuses ([`framing::check_head`]: a 101, a length beside a transfer
     /// coding, ...) is an error, and its connection is not used again.
     pub async fn send(
         &self,
@@ -162,7 +171,7 @@ impl UpstreamConn {
         sender: SendRequest<Full<Bytes>>,
         resp: Response<Incoming>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        super::framing::check_head(resp.status(), resp.headers())?;
+        framing::check_head(resp.status(), resp.headers())?;
         self.put_back(connect_to, sender);
         Ok(resp)
     }

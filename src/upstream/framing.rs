@@ -1,6 +1,6 @@
 //! What the gateway accepts of an upstream response head, judged once for both transports:
-//! the fast lane reads the head off the upstream connection with httparse ([`super::lane`]),
-//! hyper's path gets it from hyper's client ([`super::upstream`]).
+//! the fast lane reads the head off the upstream connection with httparse, hyper's path gets
+//! it from hyper's client ([`super`]).
 //!
 //! A response the client could not be given as it is, or whose body could end in two places,
 //! is refused, and the client gets the gateway's 502 instead, with nothing of it relayed:
@@ -18,7 +18,9 @@
 
 use http::{HeaderMap, StatusCode};
 
-use super::upstream::UpstreamError;
+/// Why a response head was refused: the gateway answers 502 instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused(pub &'static str);
 
 /// Where a response body ends (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,12 +32,12 @@ pub enum Framing {
 }
 
 /// Whether `status` ends the exchange: `Ok(false)` for an interim (1xx) response, to skip.
-pub fn is_final(status: u16) -> Result<bool, UpstreamError> {
+pub fn is_final(status: u16) -> Result<bool, Refused> {
     if !(100..=999).contains(&status) {
-        return Err(UpstreamError::Response("invalid status code"));
+        return Err(Refused("invalid status code"));
     }
     if status == 101 {
-        return Err(UpstreamError::Response(
+        return Err(Refused(
             "unexpected 101 Switching Protocols",
         ));
     }
@@ -54,12 +56,12 @@ impl FramingHeaders {
     /// Takes note of one header line; an error for a `Content-Length` that is not digits
     /// only, or that differs from an earlier one.
     #[inline]
-    pub fn note(&mut self, name: &[u8], value: &[u8]) -> Result<(), UpstreamError> {
+    pub fn note(&mut self, name: &[u8], value: &[u8]) -> Result<(), Refused> {
         if name.eq_ignore_ascii_case(b"content-length") {
-            let n = parse_length(value).ok_or(UpstreamError::Response("invalid Content-Length"))?
+            let n = parse_length(value).ok_or(Refused("invalid Content-Length"))?
                 as u64;
             if self.length.is_some_and(|l| l != n) {
-                return Err(UpstreamError::Response("conflicting Content-Length"));
+                return Err(Refused("conflicting Content-Length"));
             }
             self.length = Some(n);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
@@ -72,9 +74,9 @@ impl FramingHeaders {
 
     /// The body's framing for a final response of `status`; an error for a length beside a
     /// transfer coding.
-    pub fn framing(&self, status: u16) -> Result<Framing, UpstreamError> {
+    pub fn framing(&self, status: u16) -> Result<Framing, Refused> {
         if self.chunked.is_some() && self.length.is_some() {
-            return Err(UpstreamError::Response(
+            return Err(Refused(
                 "Content-Length beside Transfer-Encoding",
             ));
         }
@@ -89,10 +91,10 @@ impl FramingHeaders {
 
 /// Judges a final response head read by hyper's client as the lane judges the heads it
 /// reads: what hyper lets through and the lane refuses is refused here too.
-pub fn check_head(status: StatusCode, headers: &HeaderMap) -> Result<(), UpstreamError> {
+pub fn check_head(status: StatusCode, headers: &HeaderMap) -> Result<(), Refused> {
     if !is_final(status.as_u16())? {
         // hyper's client skips interim responses itself; one that got here is no answer.
-        return Err(UpstreamError::Response("interim response as the answer"));
+        return Err(Refused("interim response as the answer"));
     }
     let mut framing = FramingHeaders::default();
     for (name, value) in headers {
@@ -115,7 +117,7 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
-    fn judged(status: u16, headers: &[(&str, &str)]) -> Result<(), UpstreamError> {
+    fn judged(status: u16, headers: &[(&str, &str)]) -> Result<(), Refused> {
         let mut map = HeaderMap::new();
         for (k, v) in headers {
             map.append(
