@@ -11,15 +11,15 @@ use rustls::sign::CertifiedKey;
 use crate::config::Config;
 use crate::http::headers::StripSet;
 use crate::metrics::Metrics;
-use crate::oauth::rotation::Rotator;
-use crate::proxy::replay::ReplayGuard;
-use crate::upstream::UpstreamTarget;
 use crate::seal::Sealer;
-use crate::signin::oidc::JwksCache;
 use crate::slack::api::SlackApi;
+use crate::slack::oidc::JwksCache;
 use crate::slack::signature::SigningKeys;
+use crate::store::refresh_locks::RefreshLocks;
+use crate::store::replay::ReplayGuard;
 use crate::store::InstallationStore;
 use crate::tls::Tls;
+use crate::upstream::UpstreamTarget;
 
 /// One validated config and what is derived from it once, not per request.
 pub struct Live {
@@ -83,7 +83,7 @@ pub struct Gateway {
     /// Slack's Web API (install, refresh, OIDC).
     pub api: SlackApi,
     /// One token refresh per installation at a time.
-    pub rotator: Rotator,
+    pub rotator: RefreshLocks,
     /// Signatures seen in the last five minutes (replay protection).
     pub replay: ReplayGuard,
     /// Request body bytes held in memory by every request together.
@@ -109,7 +109,7 @@ impl Gateway {
         config_path: PathBuf,
         store: Arc<dyn InstallationStore>,
     ) -> Arc<Self> {
-        let fingerprint = crate::reload::fingerprint(&config_path, &config.referenced_files);
+        let fingerprint = crate::config::fingerprint(&config_path, &config.referenced_files);
         let metrics = Metrics::new();
         metrics.config_loaded();
         Arc::new(Gateway {
@@ -117,7 +117,7 @@ impl Gateway {
             store,
             metrics,
             api: SlackApi::new(),
-            rotator: Rotator::default(),
+            rotator: RefreshLocks::default(),
             replay: ReplayGuard::default(),
             bodies: BodyBudget::default(),
             jwks: JwksCache::default(),

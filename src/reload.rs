@@ -12,7 +12,6 @@
 //! old values in the swapped config, with a warning, so nothing is half-applied.
 
 use std::collections::HashSet;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,18 +54,6 @@ pub enum Outcome {
     Unchanged,
 }
 
-/// A hash of the config file and every file it references; `None` if the config is
-/// unreadable.
-pub fn fingerprint(config_path: &Path, referenced: &[PathBuf]) -> Option<u64> {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    std::fs::read(config_path).ok()?.hash(&mut h);
-    for f in referenced {
-        f.hash(&mut h);
-        std::fs::read(f).ok().hash(&mut h);
-    }
-    Some(h.finish())
-}
-
 /// Reloads unconditionally (SIGHUP, `POST /-/reload`): every attempt is counted.
 pub fn reload(gw: &Gateway) -> Result<(), ReloadError> {
     let result = load_and_swap(gw);
@@ -85,7 +72,7 @@ fn failed(gw: &Gateway, e: &ReloadError) {
 /// Reloads when the config or a referenced file changed since the last load.
 pub fn reload_if_changed(gw: &Gateway) -> Result<Outcome, ReloadError> {
     let live = gw.live();
-    let now = fingerprint(&gw.config_path, &live.config.referenced_files);
+    let now = crate::config::fingerprint(&gw.config_path, &live.config.referenced_files);
     if now.is_some() && now == gw.last_fingerprint() {
         return Ok(Outcome::Unchanged);
     }
@@ -116,7 +103,10 @@ fn load_and_swap(gw: &Gateway) -> Result<(), ReloadError> {
         None => None,
     };
     gw.set_tls(key);
-    gw.set_fingerprint(fingerprint(&gw.config_path, &new.referenced_files));
+    gw.set_fingerprint(crate::config::fingerprint(
+        &gw.config_path,
+        &new.referenced_files,
+    ));
     for key in &new.placeholder_secrets {
         tracing::warn!(
             key = key.as_str(),

@@ -1466,5 +1466,18 @@ impl fmt::Display for Config {
     }
 }
 
+/// A hash of the config file and every file it references (what a reload compares); `None` if the config is
+/// unreadable.
+pub fn fingerprint(config_path: &Path, referenced: &[PathBuf]) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::fs::read(config_path).ok()?.hash(&mut h);
+    for f in referenced {
+        f.hash(&mut h);
+        std::fs::read(f).ok().hash(&mut h);
+    }
+    Some(h.finish())
+}
+
 #[cfg(test)]
 mod tests;

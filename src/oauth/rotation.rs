@@ -8,8 +8,7 @@
 //! The new tokens are persisted (flushed) before anyone uses them. If Slack answers
 //! `invalid_refresh_token` (another replica won), the store is re-read before giving up.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::gateway::{Gateway, Live};
 use crate::http::unix_now;
@@ -25,29 +24,6 @@ pub enum RotationError {
     Store(#[from] StoreError),
     #[error("the installation was removed while its token was being refreshed")]
     Gone,
-}
-
-type LockKey = (String, TeamRef, RecordKind);
-
-/// Per-record refresh locks.
-#[derive(Default)]
-pub struct Rotator {
-    locks: Mutex<HashMap<LockKey, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-impl Rotator {
-    fn lock_for(&self, key: &LockKey) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().expect("rotation lock map");
-        locks.entry(key.clone()).or_default().clone()
-    }
-
-    fn release(&self, key: &LockKey, lock: Arc<tokio::sync::Mutex<()>>) {
-        let mut locks = self.locks.lock().expect("rotation lock map");
-        // Two references: ours and the map's. Nobody else waits: forget the lock.
-        if Arc::strong_count(&lock) == 2 {
-            locks.remove(key);
-        }
-    }
 }
 
 /// The token fields of one kind of record.

@@ -33,8 +33,6 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::upstream::framing::{self, parse_length, Framing, FramingHeaders};
-use crate::upstream::{UpstreamError, UpstreamTarget};
 use super::{
     decide, injected, judge_head, prepare_upstream_request, refuse, reserve_body,
     rewrite_and_inject, upstream_outcome, Resolved, Signed, Step,
@@ -44,6 +42,8 @@ use crate::http::headers::{fate, Client, Fate};
 use crate::http::Body;
 use crate::metrics::Route;
 use crate::server::{Shutdown, MAX_HEAD_BYTES};
+use crate::upstream::framing::{self, parse_length, Framing, FramingHeaders};
+use crate::upstream::{UpstreamError, UpstreamTarget};
 
 /// Request headers the lane parses; a request with more goes to hyper, whose limit is
 /// `server.max_headers`.

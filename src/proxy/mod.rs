@@ -14,10 +14,7 @@
 //! reason; the log gets the detail. Nothing is forwarded unless every stage before `forward`
 //! succeeded.
 
-
 pub mod lane;
-pub mod replay;
-
 
 use std::sync::Arc;
 

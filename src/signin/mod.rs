@@ -13,8 +13,6 @@
 //! Secure on https. The gateway's own cookies never reach the upstream. Return paths must be
 //! local (`/…`, never `//host`, `/\host` or anything a browser would read as another origin).
 
-pub mod oidc;
-
 use std::sync::Arc;
 
 use http::{header, Method, Request, Response, StatusCode};
@@ -28,7 +26,7 @@ use crate::http::{
 };
 use crate::oauth::{read_callback, Arrival};
 use crate::slack::api::ApiError;
-use oidc::OidcError;
+use crate::slack::oidc::{self, OidcError};
 
 /// The signed-in session.
 pub const SESSION_COOKIE: &str = "slack-gateway-session";

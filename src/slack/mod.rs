@@ -1,7 +1,10 @@
-//! What Slack sends and how to read it: request signatures ([`signature`]) and the identity a
-//! payload carries ([`payload`]). Pure functions over bytes: no I/O, no clocks (the caller
-//! passes `now`), so every rule is unit-tested against Slack's documented examples.
+//! Slack's protocol: request signatures ([`signature`]) and the identity a payload carries
+//! ([`payload`]), pure functions over bytes (no I/O, no clocks: the caller passes `now`,
+//! so every rule is unit-tested against Slack's documented examples); the Web API client
+//! ([`api`]: install, refresh, OpenID token); Sign in with Slack's id_token verification
+//! against Slack's keys ([`oidc`]).
 
 pub mod api;
+pub mod oidc;
 pub mod payload;
 pub mod signature;

@@ -18,6 +18,8 @@
 
 pub mod contract;
 pub mod memory;
+pub mod refresh_locks;
+pub mod replay;
 pub mod sealing;
 pub mod sled;
 

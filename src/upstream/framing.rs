@@ -37,9 +37,7 @@ pub fn is_final(status: u16) -> Result<bool, Refused> {
         return Err(Refused("invalid status code"));
     }
     if status == 101 {
-        return Err(Refused(
-            "unexpected 101 Switching Protocols",
-        ));
+        return Err(Refused("unexpected 101 Switching Protocols"));
     }
     Ok(status >= 200)
 }
@@ -58,8 +56,7 @@ impl FramingHeaders {
     #[inline]
     pub fn note(&mut self, name: &[u8], value: &[u8]) -> Result<(), Refused> {
         if name.eq_ignore_ascii_case(b"content-length") {
-            let n = parse_length(value).ok_or(Refused("invalid Content-Length"))?
-                as u64;
+            let n = parse_length(value).ok_or(Refused("invalid Content-Length"))? as u64;
             if self.length.is_some_and(|l| l != n) {
                 return Err(Refused("conflicting Content-Length"));
             }
@@ -76,9 +73,7 @@ impl FramingHeaders {
     /// transfer coding.
     pub fn framing(&self, status: u16) -> Result<Framing, Refused> {
         if self.chunked.is_some() && self.length.is_some() {
-            return Err(Refused(
-                "Content-Length beside Transfer-Encoding",
-            ));
+            return Err(Refused("Content-Length beside Transfer-Encoding"));
         }
         Ok(match (status, self.chunked, self.length) {
             (204 | 304, _, _) => Framing::Empty,

@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::{InstallationStore, Signature, StoreError};
 use crate::slack::signature::MAX_CLOCK_SKEW_SECS;
-use crate::store::{InstallationStore, Signature, StoreError};
 
 const SHARDS: usize = 16;
 /// Expired entries of a shard are swept when it grows past this many.
