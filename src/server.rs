@@ -24,6 +24,7 @@ use crate::gateway::Gateway;
 use crate::http::headers::Client;
 use crate::http::Body;
 use crate::proxy::lane::{Rewind, Served};
+use crate::proxy::Conn;
 use crate::upstream::UpstreamConn;
 use crate::write_timeout::WriteTimeout;
 
@@ -142,14 +143,6 @@ fn connection_builder(gw: &Gateway) -> http1::Builder {
         // vectored one: cheaper for the small answers Slack gets, and what TLS wants anyway.
         .writev(false);
     builder
-}
-
-/// What the requests of one client connection share.
-pub struct Conn {
-    /// The client's address and scheme, as the forwarding headers report them.
-    pub client: Client,
-    /// This connection's own connection to the upstream, opened on first use.
-    pub upstream: UpstreamConn,
 }
 
 /// One accepted connection and what serving it needs.
@@ -289,10 +282,24 @@ async fn route_public(gw: &Arc<Gateway>, req: Request<Incoming>, conn: &Conn) ->
             Box::pin(crate::oauth::callback(gw, &live, req)).await,
         )
     } else if cfg.signin.enabled && crate::signin::is_protected(&live, path) {
-        (
-            Route::Protected,
-            Box::pin(crate::signin::protected(gw, &live, req, conn)).await,
-        )
+        let resp = match crate::signin::protected(&live, &req) {
+            crate::signin::Access::Answer(r) => r,
+            crate::signin::Access::Forward {
+                headers,
+                drop_cookies,
+            } => {
+                Box::pin(crate::proxy::forward_browser(
+                    gw,
+                    &live,
+                    req,
+                    conn,
+                    drop_cookies,
+                    &headers,
+                ))
+                .await
+            }
+        };
+        (Route::Protected, resp)
     } else {
         (
             Route::NotFound,

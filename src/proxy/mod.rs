@@ -27,10 +27,10 @@ use crate::gateway::{Gateway, Live};
 use crate::http::headers;
 use crate::http::{empty, json, text, unix_now, Body};
 use crate::oauth::rotation;
-use crate::server::Conn;
 use crate::slack::payload::{self, Action, Identity, Parsed, PayloadError};
 use crate::slack::signature::{check_headers, SignatureError};
 use crate::store::{self, Installation, RecordKind, StoreError, TeamRef};
+use crate::upstream::UpstreamConn;
 
 /// Everything that can stop a Slack request, by who is at fault.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +119,15 @@ impl ProxyError {
         }
         r
     }
+}
+
+/// What the requests of one client connection share, whichever listener accepted it: the
+/// pipeline's own plain value, so no flow knows the transport.
+pub struct Conn {
+    /// The client's address and scheme, as the forwarding headers report them.
+    pub client: headers::Client,
+    /// This connection's own connection to the upstream, opened on first use.
+    pub upstream: UpstreamConn,
 }
 
 /// The installation a request resolved to.

@@ -351,17 +351,27 @@ pub fn logout(live: &Live, req: &Request<Incoming>) -> Response<Body> {
     r
 }
 
+/// What a request to a protected prefix may do ([`protected`]).
+pub enum Access {
+    /// Answered by the gateway: off to login, 401 (not a GET), 403 (another workspace).
+    Answer(Response<Body>),
+    /// Signed in and allowed: forwarded with `headers` (the user's identity), without the
+    /// gateway's own cookies (`drop_cookies`). Forwarding is the caller's.
+    Forward {
+        headers: Vec<(http::HeaderName, String)>,
+        drop_cookies: &'static [&'static str],
+    },
+}
+
+/// The gateway's cookies, never forwarded to the upstream.
+const OWN_COOKIES: &[&str] = &[SESSION_COOKIE, LOGIN_COOKIE, crate::oauth::STATE_COOKIE];
+
 /// A request to a protected prefix: to login without a session, 403 for other workspaces,
-/// else forwarded with the user's identity.
-pub async fn protected(
-    gw: &Arc<Gateway>,
-    live: &Arc<Live>,
-    req: Request<Incoming>,
-    conn: &crate::server::Conn,
-) -> Response<Body> {
+/// else to be forwarded with the user's identity.
+pub fn protected(live: &Live, req: &Request<Incoming>) -> Access {
     let Some(session) = session_of(live, req.headers()) else {
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            return crate::http::text(StatusCode::UNAUTHORIZED, "sign in first");
+            return Access::Answer(crate::http::text(StatusCode::UNAUTHORIZED, "sign in first"));
         }
         let original = req
             .uri()
@@ -373,31 +383,29 @@ pub async fn protected(
         url.set_path(&live.config.signin.login_path);
         url.query_pairs_mut().append_pair("return_to", back);
         let location = format!("{}?{}", url.path(), url.query().unwrap_or(""));
-        return redirect(&location);
+        return Access::Answer(redirect(&location));
     };
     if !team_allowed(live, &session.team_id) {
-        return crate::http::text(StatusCode::FORBIDDEN, "this workspace is not allowed");
+        return Access::Answer(crate::http::text(
+            StatusCode::FORBIDDEN,
+            "this workspace is not allowed",
+        ));
     }
     let names = &live.config.upstream.headers;
-    let mut identity: Vec<(http::HeaderName, String)> = vec![
+    let mut headers: Vec<(http::HeaderName, String)> = vec![
         (names.user_id.clone(), session.user_id.clone()),
         (names.team_id.clone(), session.team_id.clone()),
     ];
     if let Some(e) = &session.email {
-        identity.push((names.user_email.clone(), e.clone()));
+        headers.push((names.user_email.clone(), e.clone()));
     }
     if let Some(n) = &session.name {
-        identity.push((names.user_name.clone(), n.clone()));
+        headers.push((names.user_name.clone(), n.clone()));
     }
-    crate::proxy::forward_browser(
-        gw,
-        live,
-        req,
-        conn,
-        &[SESSION_COOKIE, LOGIN_COOKIE, crate::oauth::STATE_COOKIE],
-        &identity,
-    )
-    .await
+    Access::Forward {
+        headers,
+        drop_cookies: OWN_COOKIES,
+    }
 }
 
 #[cfg(test)]
