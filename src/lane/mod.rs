@@ -6,7 +6,7 @@
 //! again. For what Slack actually sends — a `POST` to one of `upstream.slack_paths` over
 //! HTTP/1.1 with a plain `Content-Length` body — the lane does it in the connection's own
 //! task: it parses the head with httparse (hyper's own parser), runs the same pipeline as the
-//! hyper path ([`super::decide`]), writes the upstream request from the head's own header
+//! hyper path ([`crate::proxy`]'s `decide`), writes the upstream request from the head's own header
 //! lines (judged by the same hygiene rules, [`crate::http::headers::fate`]; no header map is built
 //! unless a trusted proxy's forwarding headers need extending) on this client connection's
 //! own upstream connection, and relays the response head (hop-by-hop headers removed) and
@@ -19,7 +19,7 @@
 //! have. The lane is never more lenient than hyper: it takes only what is unambiguous. A
 //! declared body over `server.max_body_bytes` the lane refuses itself (413), reading what the
 //! client still sends of it before closing. The upstream's response head is judged as on
-//! hyper's path ([`super::framing`]): what is refused there is a 502 here too.
+//! hyper's path ([`crate::upstream::framing`]): what is refused there is a 502 here too.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -33,18 +33,24 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::{
-    decide, injected, judge_head, prepare_upstream_request, refuse, reserve_body,
-    rewrite_and_inject, upstream_outcome, Resolved, Signed, Step,
-};
 use crate::gateway::{Gateway, Live};
 use crate::http::headers::{fate, Client, Fate};
 use crate::http::Body;
 use crate::metrics::Route;
-use crate::server::{Shutdown, MAX_HEAD_BYTES};
+use crate::proxy::{
+    decide, injected, judge_head, prepare_upstream_request, refuse, reserve_body,
+    rewrite_and_inject, upstream_outcome, ProxyError, Resolved, Signed, Step,
+};
 use crate::upstream::framing::{self, parse_length, Framing, FramingHeaders};
 use crate::upstream::{UpstreamError, UpstreamTarget};
 
+/// A shutdown signal: flips to `true` once. The lane reads it between requests; the server
+/// gives each connection a receiver of its listener's.
+pub type Shutdown = tokio::sync::watch::Receiver<bool>;
+
+/// Largest request head (request line and headers) accepted, by the lane and by hyper; larger
+/// ones get 431 (from hyper, which the lane hands them to).
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Request headers the lane parses; a request with more goes to hyper, whose limit is
 /// `server.max_headers`.
 const MAX_REQUEST_HEADERS: usize = 64;
@@ -130,7 +136,7 @@ struct Head {
     content_length: usize,
     /// The client asked for the connection to close after this request.
     close: bool,
-    /// Header hygiene on this head needs the general rewrite ([`super::rewrite_and_inject`]
+    /// Header hygiene on this head needs the general rewrite ([`rewrite_and_inject`]
     /// on a map): a trusted proxy's forwarding headers, which are extended. `None`: the head
     /// goes upstream as its own header lines, less those hygiene drops.
     general: Option<http::request::Parts>,
@@ -198,7 +204,7 @@ enum Relayed {
     /// The upstream's response went to the client whole.
     Done,
     /// Nothing was relayed: the client gets this error.
-    Failed(super::ProxyError),
+    Failed(ProxyError),
     /// The response broke off midway (either side): the client connection has to close.
     Broken,
 }
@@ -214,7 +220,7 @@ where
                 Next::Closed => return Served::Closed,
                 Next::Other(bytes) => return Served::HandOver(bytes),
                 Next::TooLarge(declared, live) => {
-                    let e = super::ProxyError::BodyTooLarge(live.config.server.max_body_bytes);
+                    let e = ProxyError::BodyTooLarge(live.config.server.max_body_bytes);
                     self.refuse_unread(declared, e, &live).await;
                     return Served::Closed;
                 }
@@ -238,7 +244,7 @@ where
                 BodyRead::Whole(body) => body,
                 BodyRead::Gone => return Served::Closed,
                 BodyRead::Late => {
-                    let e = super::ProxyError::BodyTimeout(timeout);
+                    let e = ProxyError::BodyTimeout(timeout);
                     self.respond(refuse(gw, client.addr, e), started).await;
                     return Served::Closed;
                 }
@@ -427,7 +433,7 @@ where
     /// `server.body_read_timeout`) before the connection closes: closed with the body unread,
     /// the connection would be reset under a client still writing it, which would then lose
     /// the answer.
-    async fn refuse_unread(&mut self, declared: usize, e: super::ProxyError, live: &Live) {
+    async fn refuse_unread(&mut self, declared: usize, e: ProxyError, live: &Live) {
         let started = Instant::now();
         self.close = true;
         if !self
@@ -754,7 +760,7 @@ async fn write_out<I: AsyncWrite + Unpin>(io: &mut I, bytes: &[u8]) -> io::Resul
 /// Stages 8b and 8c on the head's own lines: the request line with `upstream.url`'s path
 /// prefix, the upstream's `Host`, every header line hygiene keeps (as [`fate`] judges names,
 /// less those a `Connection` header names), the forwarding headers, the injected ones and the
-/// body's `Content-Length`. What [`super::rewrite_and_inject`] and
+/// body's `Content-Length`. What [`rewrite_and_inject`] and
 /// [`prepare_upstream_request`] make of the same head, written without building a map.
 fn encode_lines(
     out: &mut Vec<u8>,
