@@ -7,7 +7,7 @@
 //!   workspace identified ([`slack::payload`]), the installation looked up ([`store`]), the
 //!   headers cleaned and the bot token injected ([`proxy::headers`]), and the request forwarded
 //!   byte for byte to the upstream, whose answer goes back to Slack as it is. Plain requests
-//!   take the fast lane ([`proxy::lane`]); hyper serves everything else.
+//!   take the fast lane ([`lane`]); hyper serves everything else.
 //! - **Install** ([`oauth`]): "Add to Slack" issues a cookie-bound state, Slack calls back,
 //!   `oauth.v2.access` and `auth.test` are called ([`slack::api`]) and the installation is
 //!   saved durably before the success page. Rotating tokens are refreshed before use, one
@@ -30,6 +30,7 @@ pub mod admin;
 pub mod config;
 pub mod gateway;
 pub mod http;
+pub mod lane;
 pub mod manifest;
 pub mod metrics;
 pub mod oauth;

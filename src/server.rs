@@ -18,12 +18,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 
 use crate::gateway::Gateway;
 use crate::http::headers::Client;
 use crate::http::Body;
-use crate::proxy::lane::{Rewind, Served};
+use crate::lane::{Rewind, Served, Shutdown, MAX_HEAD_BYTES};
 use crate::proxy::Conn;
 use crate::upstream::UpstreamConn;
 use crate::write_timeout::WriteTimeout;
@@ -41,9 +41,6 @@ pub enum Listener {
     Public,
     Admin,
 }
-
-/// A shutdown signal: flips to `true` once.
-pub type Shutdown = watch::Receiver<bool>;
 
 /// Serves `listener` until `shutdown` flips, then drains for at most `grace`, serving at most
 /// `max_connections` connections at once (`server.max_connections`, lowered to what fits in
@@ -125,9 +122,6 @@ pub async fn serve(
     }
 }
 
-/// Largest request head (request line and headers) accepted; larger ones get 431.
-pub const MAX_HEAD_BYTES: usize = 64 * 1024;
-
 /// HTTP/1 settings for a new connection, from the live config.
 fn connection_builder(gw: &Gateway) -> http1::Builder {
     let live = gw.live();
@@ -181,7 +175,7 @@ impl Connection {
         let mut io = io;
         let read = match which {
             Listener::Public => {
-                match crate::proxy::lane::serve(&gw, &mut io, &conn.client, &mut draining).await {
+                match crate::lane::serve(&gw, &mut io, &conn.client, &mut draining).await {
                     Served::Closed => {
                         // An orderly close (TLS sends its close_notify), bounded: the peer
                         // may be gone or not reading.

@@ -1,4 +1,4 @@
-//! The fast lane (src/proxy/lane.rs) over real sockets, byte by byte: which requests it takes
+//! The fast lane (src/lane/) over real sockets, byte by byte: which requests it takes
 //! and which it hands to hyper mid-connection, and how it relays each shape of upstream
 //! response without losing its place in either byte stream.
 //!

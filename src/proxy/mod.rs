@@ -13,8 +13,11 @@
 //! [`ProxyError::status`] is the one place that maps it to an HTTP status. Clients get a short
 //! reason; the log gets the detail. Nothing is forwarded unless every stage before `forward`
 //! succeeded.
-
-pub mod lane;
+//!
+//! Two transports run these stages: hyper ([`handle`]) and the fast lane ([`crate::lane`]),
+//! which reads Slack's plain requests off the socket itself and calls the stages it shares
+//! with [`handle`] (`judge_head`, `reserve_body`, `decide`, the header rewrite, the upstream
+//! outcome, `refuse`): crate-visible for that reason. Nothing here imports the lane.
 
 use std::sync::Arc;
 
@@ -130,15 +133,16 @@ pub struct Conn {
     pub upstream: UpstreamConn,
 }
 
-/// The installation a request resolved to.
-struct Resolved {
+/// The installation a request resolved to ([`decide`]'s verdict for a request to forward):
+/// taken whole by the header rewrite ([`injected`]), whichever transport writes the head.
+pub(crate) struct Resolved {
     identity: Identity,
     bot: Option<Arc<Installation>>,
     user: Option<Arc<Installation>>,
 }
 
-/// Handles a request to a Slack path served by hyper (the fast lane, [`lane`], takes the
-/// plain ones). Never panics on input; every refusal is a status.
+/// Handles a request to a Slack path served by hyper (the fast lane, [`crate::lane`], takes
+/// the plain ones). Never panics on input; every refusal is a status.
 pub async fn handle(
     gw: &Arc<Gateway>,
     live: &Arc<Live>,
@@ -186,8 +190,8 @@ pub async fn handle(
 }
 
 /// A refusal: counted, logged (the detail in the log, a short reason to the client) and
-/// answered.
-fn refuse(gw: &Gateway, peer: std::net::SocketAddr, e: ProxyError) -> Response<Body> {
+/// answered. Every transport refuses through it.
+pub(crate) fn refuse(gw: &Gateway, peer: std::net::SocketAddr, e: ProxyError) -> Response<Body> {
     match &e {
         ProxyError::Signature(reason) => {
             gw.metrics.signature_failure(reason.as_str());
@@ -211,8 +215,8 @@ fn closing(mut r: Response<Body>) -> Response<Body> {
     r
 }
 
-/// What the pipeline decided for a request whose body has been read.
-enum Step {
+/// What the pipeline decided for a request whose body has been read ([`decide`]).
+pub(crate) enum Step {
     /// Answered by the gateway itself: a challenge, an `ssl_check`.
     Answer(Response<Body>),
     /// To the upstream, with the headers of this installation: the transport applies header
@@ -226,9 +230,10 @@ const TIMESTAMP: &str = "x-slack-request-timestamp";
 const SIGNATURE: &str = "x-slack-signature";
 
 /// The request headers the pipeline reads, wherever the transport keeps them (the first
-/// of each name, as [`http::HeaderMap::get`] has it).
+/// of each name, as [`http::HeaderMap::get`] has it): from a header map ([`Signed::of`]) or
+/// noted line by line from a raw head ([`Signed::note`]).
 #[derive(Clone, Copy, Default)]
-struct Signed<'a> {
+pub(crate) struct Signed<'a> {
     content_type: Option<&'a [u8]>,
     timestamp: Option<&'a [u8]>,
     signature: Option<&'a [u8]>,
@@ -245,7 +250,7 @@ impl<'a> Signed<'a> {
     }
 
     /// Takes note of one header, when it is one the pipeline reads and the first of its name.
-    fn note(&mut self, name: &[u8], value: &'a [u8]) {
+    pub(crate) fn note(&mut self, name: &[u8], value: &'a [u8]) {
         let slot = if name.eq_ignore_ascii_case(b"content-type") {
             &mut self.content_type
         } else if name.eq_ignore_ascii_case(TIMESTAMP.as_bytes()) {
@@ -261,7 +266,7 @@ impl<'a> Signed<'a> {
 
 /// Stages 2 to 8a, the same for both transports: signature, parsing, local answers, the
 /// installation, lifecycle events.
-async fn decide(
+pub(crate) async fn decide(
     gw: &Arc<Gateway>,
     live: &Arc<Live>,
     signed: Signed<'_>,
@@ -303,8 +308,9 @@ async fn decide(
     Ok(Step::Forward(resolved))
 }
 
-/// Stage 8b on a header map: hygiene, then injection.
-fn rewrite_and_inject(
+/// Stage 8b on a header map: hygiene, then injection. The lane uses it for a head it has
+/// to build a map for (a trusted proxy's forwarding headers, which are extended).
+pub(crate) fn rewrite_and_inject(
     live: &Live,
     headers: &mut http::HeaderMap,
     client: &headers::Client,
@@ -327,7 +333,7 @@ pub const UNSIGNED_BODY_MAX_BYTES: usize = 4096;
 
 /// What the head alone said about a Slack request ([`judge_head`]).
 #[derive(Debug, Clone, Copy)]
-struct HeadVerdict {
+pub(crate) struct HeadVerdict {
     /// The most body bytes to read.
     max_body: usize,
     /// Why the signature headers can never verify, for a small form let through because it
@@ -350,7 +356,7 @@ impl HeadVerdict {
 /// (missing, malformed, a timestamp outside the window) is refused before its body is read
 /// or any memory is spent on it. Only a small form may pass without them, as it may be
 /// Slack's unsigned `ssl_check` (answered by [`decide`], never forwarded).
-fn judge_head(
+pub(crate) fn judge_head(
     live: &Live,
     signed: Signed<'_>,
     declared: Option<usize>,
@@ -383,8 +389,8 @@ fn declared_length(headers: &http::HeaderMap) -> Option<usize> {
 }
 
 /// Stage 1b: `bytes` of the budget all requests' bodies share
-/// (`server.max_body_bytes_in_flight`), or 503.
-fn reserve_body<'g>(
+/// (`server.max_body_bytes_in_flight`), or 503. The permit is held until the body is dropped.
+pub(crate) fn reserve_body<'g>(
     gw: &'g Gateway,
     live: &Live,
     bytes: usize,
@@ -616,8 +622,12 @@ async fn apply_lifecycle(
 
 /// Stage 8b: the injected headers, given to `set` after every inbound copy was removed.
 /// Token values come from the installation's cached header values; the ids are moved, not
-/// copied, into theirs.
-fn injected(live: &Live, r: Resolved, mut set: impl FnMut(&http::HeaderName, HeaderValue)) {
+/// copied, into theirs. The lane writes them straight into its upstream request's head.
+pub(crate) fn injected(
+    live: &Live,
+    r: Resolved,
+    mut set: impl FnMut(&http::HeaderName, HeaderValue),
+) {
     let names = &live.config.upstream.headers;
     let mut put = |name, value: String| {
         if let Some(v) = owned_value(value) {
@@ -699,7 +709,7 @@ async fn forward(
 
 /// Stage 8c for both transports: the request target the upstream sees (`upstream.url`'s path
 /// prefix, origin form), its `Host`, and a `Content-Length` only when it is the body's.
-fn prepare_upstream_request(
+pub(crate) fn prepare_upstream_request(
     live: &Live,
     parts: &mut http::request::Parts,
     body_len: usize,
@@ -739,7 +749,9 @@ fn prepare_upstream_request(
 
 /// An exchange with the upstream bounded by `upstream.timeout` (`None`: timed out), as a
 /// stage's result: a timeout is a 504, anything else that went wrong a 502; both are counted.
-fn upstream_outcome<T>(
+/// Generic over what the exchange yields: hyper's response, or the lane's connection and
+/// response head.
+pub(crate) fn upstream_outcome<T>(
     gw: &Gateway,
     timeout: std::time::Duration,
     sent: Option<Result<T, crate::upstream::UpstreamError>>,
