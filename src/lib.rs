@@ -1,25 +1,53 @@
 //! # slack-gateway
 //!
-//! A reverse proxy that owns the Slack-specific half of a Slack app. A tour of the flows:
+//! A reverse proxy that owns the Slack-specific half of a Slack app.
 //!
-//! - **Request** ([`proxy`]): Slack POSTs to one of `upstream.slack_paths`. The body is read
-//!   (bounded), its signature checked ([`slack::signature`]), the payload parsed and its
-//!   workspace identified ([`slack::payload`]), the installation looked up ([`store`]), the
-//!   headers cleaned and the bot token injected ([`proxy::headers`]), and the request forwarded
-//!   byte for byte to the upstream, whose answer goes back to Slack as it is. Plain requests
-//!   take the fast lane ([`lane`]); hyper serves everything else.
-//! - **Install** ([`oauth`]): "Add to Slack" issues a cookie-bound state, Slack calls back,
-//!   `oauth.v2.access` and `auth.test` are called ([`slack::api`]) and the installation is
-//!   saved durably before the success page. Rotating tokens are refreshed before use, one
-//!   refresh per installation at a time ([`oauth::rotation`]).
+//! ## The floors
+//!
+//! The crate reads as floors, each importing only from the floors below it (and its own,
+//! without circles; `shared/tools/house-check src` checks):
+//!
+//! 1. **Vocabulary**, no crate imports: [`http`] (the response body type and the gateway's own
+//!    answers; [`http::headers`], header hygiene as data; [`http::path`], the forms in which
+//!    paths are matched), [`secret`] (unprintable secrets), [`seal`] (AEAD sealing).
+//! 2. **Config** ([`config`]): `gateway.toml` parsed into a raw mirror, then validated into a
+//!    [`config::Config`]; secrets, `${VAR}` expansion, per-section rules.
+//! 3. **Protocol and storage**: [`slack`] (signatures, payload identity, the Web API client,
+//!    id_token verification), [`store`] (the storage trait, its contract, the sled and memory
+//!    backends, token sealing, the replay guard and refresh locks), [`upstream`] (the target,
+//!    the per-connection hyper client, the response framing rules both transports share),
+//!    [`tls`] (the certificate the public listener presents, hot-swapped).
+//! 4. **Shared state**: [`gateway`] (the live config behind an `ArcSwap`, the store, the
+//!    replay guard, the body budget) and [`metrics`]. Data only: the flows act on it.
+//! 5. **Flows**, which never know which listener called them: [`proxy`] (the pipeline:
+//!    verify → parse → resolve → inject → forward, one for every ingress), [`oauth`] (install
+//!    flow, states, token rotation), [`signin`] (Sign in with Slack: it decides, the caller
+//!    forwards), [`reload`], [`admin`], [`transfer`] (export/import, the SDKs' file stores),
+//!    [`manifest`].
+//! 6. **Ingress**: [`server`] (listeners, routing, limits, graceful shutdown), [`lane`] (the
+//!    fast lane: Slack's plain requests straight off the socket, through the same pipeline),
+//!    [`write_timeout`] (a client that takes no byte of its answers is cut off),
+//!    [`open_files`] (the descriptor limit at start).
+//! 7. [`run`] here, and `main.rs` (CLI, tracing, signals).
+//!
+//! ## The flows
+//!
+//! - **Request**: Slack POSTs to one of `upstream.slack_paths`. What the head alone can tell
+//!   is judged first (signature headers, the body budget), then the body is read (bounded),
+//!   its signature checked ([`slack::signature`]), the payload parsed and its workspace
+//!   identified ([`slack::payload`]), the installation looked up ([`store`]), the headers
+//!   cleaned and the bot token injected ([`http::headers`]), and the request forwarded byte for
+//!   byte to the upstream, whose answer goes back to Slack as it is. Plain requests take the
+//!   fast lane ([`lane`]); hyper serves everything else.
+//! - **Install** ([`oauth`]): "Add to Slack" issues a self-verifying state bound to the
+//!   browser, Slack calls back, `oauth.v2.access` and `auth.test` are called ([`slack::api`])
+//!   and the installation is saved durably before the success page. Rotating tokens are
+//!   refreshed before use, one refresh per installation at a time ([`oauth::rotation`]).
 //! - **Sign in** ([`signin`]): Sign in with Slack (OIDC) in front of the upstream's pages; the
-//!   id_token is verified against Slack's keys and a sealed session cookie is set.
-//! - **Config** ([`config`]): `gateway.toml` is parsed into a raw mirror, then validated into a
-//!   [`config::Config`]; [`reload`] swaps a new one in whole, never half.
-//! - **State** ([`gateway`]): the live config behind an `ArcSwap`, the store, the metrics and
-//!   the upstream client, shared by every connection.
-//! - **Listeners** ([`server`], [`admin`]): the public listener routes Slack and browser
-//!   requests; the admin listener serves health, readiness, metrics and the admin API.
+//!   id_token is verified against Slack's keys ([`slack::oidc`]) and a sealed session cookie
+//!   is set.
+//! - **Reload** ([`reload`]): the config and every file it names are watched; a new config is
+//!   validated whole, then swapped in, never half.
 //!
 //! [`run`] takes listeners that are already bound and a shutdown future, so tests bind port 0
 //! and stop the gateway when they are done.

@@ -9,10 +9,10 @@
 //!                                      (as the upstream said)  502/504
 //! ```
 //!
-//! The stages live where their parts are: [`body`] (stage 1: what the head alone tells, and
+//! The stages live where their parts are: `body.rs` (stage 1: what the head alone tells, and
 //! the bounded body), this file (signature, parsing, local answers, the installation,
-//! lifecycle events, injection), [`forward`] (stages 8c and 9, and browser requests) and
-//! [`error`] (what went wrong, and its status).
+//! lifecycle events, injection), `forward.rs` (stages 8c and 9, and browser requests) and
+//! `error.rs` (what went wrong, and its status).
 //!
 //! Each stage is a plain `async fn`; [`ProxyError`] carries what went wrong and
 //! [`ProxyError::status`] is the one place that maps it to an HTTP status. Clients get a short
