@@ -261,6 +261,10 @@ pub struct AdminConfig {
     pub token: Option<Secret>,
 }
 
+/// Events the gateway itself needs: it deletes installations on them (see [`crate::proxy`]).
+/// Both are subscribable Events API events that need no scope.
+pub const LIFECYCLE_EVENTS: [&str; 2] = ["app_uninstalled", "tokens_revoked"];
+
 /// Longest app name Slack accepts in a manifest (`display_information.name`).
 pub const MAX_APP_NAME: usize = 35;
 /// Longest short description Slack accepts (`display_information.description`).
@@ -1290,7 +1294,7 @@ impl Cx<'_> {
                         ));
                     }
                 }
-                let added = crate::manifest::LIFECYCLE_EVENTS
+                let added = LIFECYCLE_EVENTS
                     .iter()
                     .filter(|l| !events.iter().any(|e| e == *l))
                     .count();
