@@ -25,11 +25,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::config::{join_url, Config};
-
-/// Events the gateway itself needs: it deletes installations on them (see [`crate::proxy`]).
-/// Both are subscribable Events API events that need no scope.
-pub const LIFECYCLE_EVENTS: [&str; 2] = ["app_uninstalled", "tokens_revoked"];
+use crate::config::{join_url, Config, LIFECYCLE_EVENTS};
 
 /// Bot events implied by a scope that exists only to receive them.
 const SCOPE_EVENTS: &[(&str, &str)] = &[("app_mentions:read", "app_mention")];

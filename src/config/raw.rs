@@ -3,7 +3,7 @@
 //! Every table denies unknown keys, so a typo in a security setting fails closed with the key
 //! and line. Strings are kept [`Spanned`] so that validation errors can name the line too.
 //! Nothing here is interpreted: `${VAR}` expansion, secret files, durations and URLs are the
-//! business of [`super::validate`].
+//! business of [`super::Config::from_toml`] and the section files beside it.
 
 use serde::Deserialize;
 use toml::Spanned;
