@@ -208,7 +208,7 @@ async fn route(
     conn: &Conn,
     which: Listener,
 ) -> Response<Body> {
-    if let Some(refused) = host_refusal(&req) {
+    if let Some(refused) = host_refusal(&req, which) {
         return refused;
     }
     match which {
@@ -219,18 +219,19 @@ async fn route(
     }
 }
 
-/// RFC 9112 §3.2: a request with more than one `Host`, or an HTTP/1.1 request without one,
-/// is 400, before any route sees it (the fast lane hands such heads over to be refused here).
-/// An HTTP/1.0 request may come without `Host`, which that version did not require: nothing
-/// the gateway does depends on it (the upstream gets its own `Host`; the client's only goes
-/// on as `X-Forwarded-Host`), and some health checkers still send bare HTTP/1.0 requests.
-/// The connection closes after the refusal: a client that gets `Host` wrong may frame its
-/// requests wrong too.
-fn host_refusal(req: &Request<Incoming>) -> Option<Response<Body>> {
+/// A request with more than one `Host`, or none, is 400, before any route sees it (the fast
+/// lane hands such heads over to be refused here), as SPEC has it for the public listener;
+/// RFC 9112 §3.2 asks the same of HTTP/1.1. The admin listener lets an HTTP/1.0 request
+/// come without `Host`, which that version did not require: some load balancers' health
+/// checks still send bare HTTP/1.0 requests. The connection closes after the refusal: a
+/// client that gets `Host` wrong may frame its requests wrong too.
+fn host_refusal(req: &Request<Incoming>, which: Listener) -> Option<Response<Body>> {
     let mut hosts = req.headers().get_all(http::header::HOST).iter();
     let reason = match (hosts.next(), hosts.next()) {
         (Some(_), None) => return None,
-        (None, _) if req.version() < http::Version::HTTP_11 => return None,
+        (None, _) if which == Listener::Admin && req.version() < http::Version::HTTP_11 => {
+            return None
+        }
         (None, _) => "missing Host header",
         (Some(_), Some(_)) => "more than one Host header",
     };

@@ -474,18 +474,34 @@ async fn request_bodies_in_flight_are_bounded_together() {
              {headers}Content-Length: {len}\r\n\r\n{{"
         )
     };
-    // Two slow bodies of 40,000 bytes each hold 80,000 of the 100,000.
+    // A head alone holds nothing of the budget, whatever length it declares: heads that
+    // declare the whole of it (fake signature headers are free) do not keep a signed request
+    // out.
+    let mut heads_only = Vec::new();
+    for len in [40_000, 40_000, 20_000] {
+        let mut s = tokio::net::TcpStream::connect(h.public).await.unwrap();
+        s.write_all(head(len).as_bytes()).await.unwrap();
+        heads_only.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(h.signed_event_status("T1").await, (200, true));
+    // Two slow bodies with 39,000 of their 40,000 bytes sent hold 78,000 of the 100,000.
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut s = tokio::net::TcpStream::connect(h.public).await.unwrap();
-        s.write_all(head(40_000).as_bytes()).await.unwrap();
+        s.write_all(format!("{}{}", head(40_000), "x".repeat(38_999)).as_bytes())
+            .await
+            .unwrap();
         held.push(s);
     }
-    // Once both heads are in, a third is refused at once, on the lane and on hyper's path.
+    // Once both are in, a third body of that size is refused (on the lane; hyper's path
+    // below).
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let answer = loop {
         let mut s = tokio::net::TcpStream::connect(h.public).await.unwrap();
-        s.write_all(head(40_000).as_bytes()).await.unwrap();
+        s.write_all(format!("{}{}", head(40_000), "x".repeat(38_999)).as_bytes())
+            .await
+            .unwrap();
         let (_, answer) = closed_within(&mut s, Duration::from_millis(500)).await;
         if !answer.is_empty() || std::time::Instant::now() > deadline {
             break answer;
@@ -509,6 +525,7 @@ async fn request_bodies_in_flight_are_bounded_together() {
     // slow clients are gone.
     assert_eq!(h.signed_event_status("T1").await, (200, true));
     drop(held);
+    drop(heads_only);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while h.gw.bodies.in_use() > 0 {
         assert!(

@@ -1122,8 +1122,9 @@ async fn expect_is_answered_by_the_gateway_and_never_forwarded() {
 /// RFC 9112 §3.2: an HTTP/1.1 request without `Host`, or any request with two, is 400 —
 /// on the lane's requests (a plain signed POST, handed to hyper to be refused) and hyper's (a
 /// page, a chunked POST, the admin listener) alike — with the connection closed after it,
-/// nothing forwarded and no route run. An HTTP/1.0 request without `Host` (which that
-/// version did not require) is served, and so is an absolute-form target with its `Host`.
+/// nothing forwarded and no route run, HTTP/1.0 included on the public listener (SPEC); the
+/// admin listener serves an HTTP/1.0 health check without `Host` (which that version did not
+/// require), and an absolute-form target with its `Host` is served.
 #[tokio::test]
 async fn a_request_without_host_or_with_two_is_400_and_goes_nowhere() {
     let (up, gw) = recorded().await;
@@ -1163,24 +1164,34 @@ async fn a_request_without_host_or_with_two_is_400_and_goes_nowhere() {
     }
     assert_eq!(up.count(), 0, "a request without one Host was forwarded");
 
-    // HTTP/1.0 needs no Host; an absolute-form target is fine with one.
+    // HTTP/1.0 without Host: 400 on the public listener, a health check on the admin one.
     let body = event(TEAM);
     let old = signed_with(
         &post_line("HTTP/1.0"),
         &body,
         &format!("Content-Length: {}\r\n", body.len()),
     );
-    let mut c = Client::connect(&gw).await;
-    c.send(&with_hosts(&old, "")).await;
-    assert_upstream_ok(&c.expect_response().await);
-    assert_forwarded(&up.single(), &body);
+    let mut s = TcpStream::connect(gw.public).await.unwrap();
+    s.write_all(&with_hosts(&old, "")).await.unwrap();
+    let (_, answer) = closed_within(&mut s, ANSWER_LIMIT).await;
+    assert!(answer.starts_with("HTTP/1.0 400 "), "{answer}");
+    assert_eq!(
+        up.count(),
+        0,
+        "an HTTP/1.0 request without Host was forwarded"
+    );
+    let mut s = TcpStream::connect(gw.admin).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").await.unwrap();
+    let (_, answer) = closed_within(&mut s, ANSWER_LIMIT).await;
+    assert!(answer.starts_with("HTTP/1.0 200 "), "{answer}");
+    // An absolute-form target is fine with its Host.
     let body = event(TEAM);
     let absolute = format!("POST http://gw.example{EVENTS_PATH} HTTP/1.1");
     let framing = format!("Content-Length: {}\r\n", body.len());
     let mut c = Client::connect(&gw).await;
     c.send(&signed_with(&absolute, &body, &framing)).await;
     assert_upstream_ok(&c.expect_response().await);
-    assert_forwarded(&up.last(), &body);
+    assert_forwarded(&up.single(), &body);
 }
 
 /// An upstream slower than `upstream.timeout` costs the client a 504, not its connection: the

@@ -402,6 +402,22 @@ async fn unsigned_requests_never_reach_the_slack_handler_through_a_protected_pre
         answer.contains(r#""path":"/app/reports/y?m=1""#),
         "{answer}"
     );
+    // Nor by naming a Slack path in a header that some stacks route by.
+    let (status, answer) = raw(
+        &h,
+        format!(
+            "GET /app/x HTTP/1.1\r\nHost: gw.example\r\nCookie: {session}\r\n\
+             X-Original-URL: /slack/events\r\nX_Rewrite_URL: /slack/events\r\n\
+             Connection: close\r\n\r\n"
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let lower = answer.to_ascii_lowercase();
+    assert!(
+        !lower.contains("original-url") && !lower.contains("rewrite_url"),
+        "{answer}"
+    );
 }
 
 /// A signed-in browser's request to a protected path goes upstream through hyper's client,

@@ -140,6 +140,10 @@ pub fn fate(name: &[u8], strip: &StripSet) -> Fate {
         // (X_Forwarded_For, Content_Length): no proxy's doing, trusted or not, and an upstream
         // that folds `_` into `-` would read them as the real thing.
         Fate::Drop
+    } else if PATH_OVERRIDES.iter().any(|h| folds_to(name, h)) {
+        // A path other than the request's, which some stacks route by (Symfony, Laravel,
+        // IIS): the path the gateway matched must be the one the upstream serves.
+        Fate::Drop
     } else if folds_to_prefix(name, X_FORWARDED_PREFIX) {
         // Every other X-Forwarded-* (Port, Prefix, Ssl, Scheme, Server, Uri, ...): nobody's but
         // a trusted proxy's to say. The `_` spellings are no proxy's doing, as above.
@@ -154,6 +158,9 @@ pub fn fate(name: &[u8], strip: &StripSet) -> Fate {
         Fate::Keep
     }
 }
+
+/// Headers that name another path for the request than its own (folded).
+const PATH_OVERRIDES: [&str; 2] = ["x-original-url", "x-rewrite-url"];
 
 /// The folded prefix of every forwarding header a client might claim.
 const X_FORWARDED_PREFIX: &str = "x-forwarded-";
@@ -376,6 +383,8 @@ mod tests {
             ("X_Forwarded_Ssl", Fate::Drop),
             ("x-forwarded_scheme", Fate::Drop),
             ("X-Forwarded", Fate::Keep),
+            ("X-Original-URL", Fate::Drop),
+            ("x_rewrite_url", Fate::Drop),
         ] {
             assert_eq!(fate(name.as_bytes(), &strip), want, "{name}");
         }

@@ -43,7 +43,7 @@ use http::{header, Response};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::gateway::{Gateway, Live};
+use crate::gateway::{BodyPermit, Gateway, Live};
 use crate::http::headers::Client;
 use crate::http::Body;
 use crate::metrics::Route;
@@ -146,6 +146,8 @@ enum BodyRead {
     Gone,
     /// Not all there within `server.body_read_timeout`.
     Late,
+    /// The bodies in flight would pass `server.max_body_bytes_in_flight`.
+    Busy,
 }
 
 /// What became of a forwarded request.
@@ -178,10 +180,11 @@ where
             self.close = head.close;
             let (gw, client) = (self.gw, self.client);
             // What can never verify is refused from the head, and a body is read only
-            // within the budget all bodies share.
+            // within the budget all bodies share, charged as its bytes arrive (a head alone,
+            // whatever length it declares, holds none of it).
             let judged = judge_head(&live, head.signed(&self.fields), Some(head.content_length))
-                .and_then(|_| reserve_body(gw, &live, head.content_length));
-            let _permit = match judged {
+                .and_then(|_| reserve_body(gw, &live, 0));
+            let mut permit = match judged {
                 Ok(permit) => permit,
                 Err(e) => {
                     self.refuse_unread(head.content_length, e, &live).await;
@@ -189,12 +192,20 @@ where
                 }
             };
             let timeout = live.config.server.body_read_timeout;
-            let body = match self.read_body(head.content_length, timeout).await {
+            let body = match self
+                .read_body(head.content_length, timeout, &mut permit)
+                .await
+            {
                 BodyRead::Whole(body) => body,
                 BodyRead::Gone => return Served::Closed,
                 BodyRead::Late => {
                     let e = ProxyError::BodyTimeout(timeout);
                     self.respond(refuse(gw, client.addr, e), started).await;
+                    return Served::Closed;
+                }
+                BodyRead::Busy => {
+                    self.refuse_unread(head.content_length, ProxyError::Busy, &live)
+                        .await;
                     return Served::Closed;
                 }
             };
@@ -288,7 +299,16 @@ where
     /// The body, `len` bytes (already checked against `server.max_body_bytes`), within
     /// `timeout` of now. The buffer grows with the bytes that arrive, not with what the head
     /// announced.
-    async fn read_body(&mut self, len: usize, timeout: Duration) -> BodyRead {
+    async fn read_body(
+        &mut self,
+        len: usize,
+        timeout: Duration,
+        permit: &mut BodyPermit<'_>,
+    ) -> BodyRead {
+        // The body's bytes in memory are charged to the budget all bodies share.
+        if !permit.grow_to(self.buf.len().min(len)) {
+            return BodyRead::Busy;
+        }
         if self.buf.len() < len {
             // Most bodies come with their head and never get here.
             let deadline = tokio::time::Instant::now() + timeout;
@@ -299,6 +319,9 @@ where
                     None => return BodyRead::Late,
                     Some(Ok(0) | Err(_)) => return BodyRead::Gone,
                     Some(Ok(_)) => {}
+                }
+                if !permit.grow_to(self.buf.len().min(len)) {
+                    return BodyRead::Busy;
                 }
             }
         }

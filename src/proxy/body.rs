@@ -109,9 +109,7 @@ pub(crate) fn judge_head(
 pub(super) fn declared_length(headers: &http::HeaderMap) -> Option<usize> {
     headers
         .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+        .and_then(|v| crate::upstream::framing::parse_length(v.as_bytes()))
 }
 
 /// Stage 1b: `bytes` of the budget all requests' bodies share

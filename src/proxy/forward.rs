@@ -9,7 +9,7 @@ use http::{header, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
-use super::body::{declared_length, read_body, reserve_body};
+use super::body::{read_body, reserve_body};
 use super::error::{error_chain, ProxyError};
 use crate::gateway::{Gateway, Live};
 use crate::http::headers;
@@ -153,7 +153,7 @@ pub async fn forward_browser(
     }
     let result = async {
         let max = live.config.server.max_body_bytes;
-        let mut permit = reserve_body(gw, live, declared_length(&parts.headers).unwrap_or(0))?;
+        let mut permit = reserve_body(gw, live, 0)?;
         let body = read_body(body, &parts.headers, &live.config.server, max, &mut permit).await?;
         headers::rewrite_request(
             &mut parts.headers,

@@ -85,16 +85,25 @@ pub async fn handle(
                 return Ok(closing(refuse(gw, conn.client.addr, e)));
             }
         };
-        let mut permit = reserve_body(gw, live, declared.unwrap_or(0))?;
-        let body = read_body(
+        // Charged as the body's bytes arrive ([`read_body`]), not as its head declares.
+        let mut permit = reserve_body(gw, live, 0)?;
+        let read = read_body(
             body,
             &parts.headers,
             &live.config.server,
             head.max_body,
             &mut permit,
         )
-        .await
-        .map_err(|e| head.refusal_of(e))?;
+        .await;
+        let body = match read {
+            Ok(body) => body,
+            // An unsigned body too large for an ssl_check: refused as its signature, and,
+            // as for 413, the rest of the body is dropped and the connection closes.
+            Err(e @ ProxyError::BodyTooLarge(_)) => {
+                return Ok(closing(refuse(gw, conn.client.addr, head.refusal_of(e))))
+            }
+            Err(e) => return Err(e),
+        };
         match decide(gw, live, Signed::of(&parts.headers), &body).await? {
             Step::Answer(r) => Ok(r),
             Step::Forward(resolved) => {
