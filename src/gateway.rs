@@ -11,6 +11,7 @@ use rustls::sign::CertifiedKey;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::oauth::rotation::Rotator;
+use crate::oauth::state::StateKeys;
 use crate::proxy::headers::StripSet;
 use crate::proxy::replay::ReplayGuard;
 use crate::proxy::upstream::UpstreamTarget;
@@ -32,6 +33,8 @@ pub struct Live {
     pub signing_keys: SigningKeys,
     /// Seals the sign-in cookies, when `signin.cookie_secret` is set.
     pub signin_sealer: Option<Sealer>,
+    /// Issues and checks OAuth states (keyed by the app's client secret).
+    pub states: StateKeys,
 }
 
 impl Live {
@@ -65,7 +68,9 @@ impl Live {
             .as_ref()
             .map(|s| Sealer::new(s.expose().as_bytes()));
         let signing_keys = SigningKeys::new(config.signing_secrets());
+        let states = StateKeys::new(&config.slack.client_id, config.slack.client_secret.expose());
         Live {
+            states,
             signing_keys,
             config,
             strip,

@@ -103,6 +103,7 @@ pub async fn run(
     let grace = live.config.server.shutdown_grace;
     drop(live);
     let watcher = reload::spawn_watcher(&gw);
+    let sweeper = tokio::spawn(oauth::state::sweep_loop(gw.clone()));
     let (stop_public, public_rx) = tokio::sync::watch::channel(false);
     let (stop_admin, admin_rx) = tokio::sync::watch::channel(false);
     let public_task = tokio::spawn(server::serve(
@@ -129,6 +130,7 @@ pub async fn run(
     if let Some(w) = watcher {
         w.abort();
     }
+    sweeper.abort();
     gw.store.flush().await?;
     tracing::info!("stopped");
     Ok(())

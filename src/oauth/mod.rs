@@ -2,8 +2,8 @@
 //! `oauth.v2.access` → `auth.test` → the installation saved.
 //!
 //! ```text
-//! GET install_path ──► state (256 random bits) stored with state_ttl, cookie bound ──► page / 302
-//! GET redirect_path ─► error? ─► state consumed (once, whatever the outcome) ─► expired? cookie?
+//! GET install_path ──► state (256 random bits + expiry, MAC'd: nothing stored), cookie bound ──► page / 302
+//! GET redirect_path ─► ours? ─► used-marker (once, whatever the outcome) ─► error? ─► expired? cookie?
 //!                      ─► oauth.v2.access ─► auth.test ─► save + flush ─► success page / 302
 //! ```
 //!
@@ -13,6 +13,7 @@
 
 pub mod pages;
 pub mod rotation;
+pub mod state;
 
 use std::sync::Arc;
 
@@ -23,8 +24,7 @@ use url::Url;
 
 use crate::gateway::{Gateway, Live};
 use crate::http::{
-    clear_cookie, cookie_value, html, query_param, random_token, redirect, set_cookie, text,
-    unix_now, Body,
+    clear_cookie, cookie_value, html, query_param, redirect, set_cookie, text, unix_now, Body,
 };
 use crate::slack::api::{ApiError, AuthTest, OAuthAccess};
 use crate::store::{Installation, Token};
@@ -87,7 +87,7 @@ fn is_secure(live: &Live) -> bool {
 
 /// `GET install_path`: a fresh state, its cookie, and the "Add to Slack" page or a redirect.
 pub async fn install(
-    gw: &Arc<Gateway>,
+    _gw: &Arc<Gateway>,
     live: &Arc<Live>,
     req: Request<Incoming>,
 ) -> Response<Body> {
@@ -103,15 +103,9 @@ pub async fn install(
         Some(_) => return text(StatusCode::BAD_REQUEST, "invalid team parameter"),
         None => cfg.oauth.team.clone(),
     };
-    let state = random_token();
     let ttl = cfg.oauth.state_ttl.as_secs();
-    if let Err(e) = gw.store.issue_state(&state, unix_now() + ttl).await {
-        tracing::error!(error = %e, "cannot store an OAuth state");
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "installation store unavailable",
-        );
-    }
+    // Self-verifying: nothing is stored until a callback brings it back.
+    let state = live.states.install.issue(unix_now() + ttl);
     let url = authorize_url(live, &state, team.as_deref());
     let mut resp = if cfg.oauth.direct_install {
         redirect(url.as_str())
@@ -206,7 +200,8 @@ async fn complete_install(
     req: &Request<Incoming>,
 ) -> Result<Installation, InstallError> {
     let cfg = &live.config;
-    let (state, consumed, arrival) = read_callback(gw, req.uri(), "").await?;
+    let (state, consumed, arrival) =
+        read_callback(gw, req.uri(), &live.states.install, INSTALL_MARKER_PREFIX).await?;
     let code = match arrival {
         Arrival::Denied(error) => return Err(InstallError::SlackDenied(error)),
         Arrival::MissingCode => return Err(InstallError::MissingCode),
@@ -268,21 +263,22 @@ pub(crate) enum Arrival {
     Code(String),
 }
 
-/// Reads a callback (install or sign-in): its `state`, consumed from the store first,
-/// whatever happens next, so it can never be used twice (`state_prefix` keeps the flows'
-/// states apart); the expiry it had; and the code or Slack's error.
+/// The prefix of install states' used-markers in the store.
+const INSTALL_MARKER_PREFIX: &str = "install:";
+
+/// Reads a callback (install or sign-in): its `state`, checked against `key` and consumed
+/// first, whatever happens next, so it can never be used twice (`marker_prefix` keeps the
+/// flows' markers apart); the expiry of a state we issued and had not used (see
+/// [`state::consume`]); and the code or Slack's error.
 pub(crate) async fn read_callback(
     gw: &Gateway,
     uri: &http::Uri,
-    state_prefix: &str,
+    key: &state::StateKey,
+    marker_prefix: &str,
 ) -> Result<(Option<String>, Option<u64>, Arrival), crate::store::StoreError> {
     let state = query_param(uri, "state").filter(|s| !s.is_empty());
     let consumed = match &state {
-        Some(s) => {
-            gw.store
-                .consume_state(&format!("{state_prefix}{s}"))
-                .await?
-        }
+        Some(s) => state::consume(gw.store.as_ref(), key, marker_prefix, s, unix_now()).await?,
         None => None,
     };
     let arrival = match (
