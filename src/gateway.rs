@@ -10,6 +10,7 @@ use rustls::sign::CertifiedKey;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::oauth::link::InstallLink;
 use crate::oauth::rotation::Rotator;
 use crate::oauth::state::StateKeys;
 use crate::proxy::headers::StripSet;
@@ -35,6 +36,8 @@ pub struct Live {
     pub signin_sealer: Option<Sealer>,
     /// Issues and checks OAuth states (keyed by the app's client secret).
     pub states: StateKeys,
+    /// The authorize URL and install page around a state, encoded once.
+    pub install_link: InstallLink,
 }
 
 impl Live {
@@ -69,8 +72,10 @@ impl Live {
             .map(|s| Sealer::new(s.expose().as_bytes()));
         let signing_keys = SigningKeys::new(config.signing_secrets());
         let states = StateKeys::new(&config.slack.client_id, config.slack.client_secret.expose());
+        let install_link = InstallLink::new(&config);
         Live {
             states,
+            install_link,
             signing_keys,
             config,
             strip,

@@ -11,6 +11,7 @@
 //! reason: 400 for what the browser or Slack refused, 502 when Slack could not be reached, 503
 //! when the store failed. The state cookie is cleared on every callback.
 
+pub mod link;
 pub mod pages;
 pub mod rotation;
 pub mod state;
@@ -106,17 +107,23 @@ pub async fn install(
     let ttl = cfg.oauth.state_ttl.as_secs();
     // Self-verifying: nothing is stored until a callback brings it back.
     let state = live.states.install.issue(unix_now() + ttl);
-    let url = authorize_url(live, &state, team.as_deref());
+    // Assembled from pieces encoded once per config (see link.rs): anyone may ask for this page.
     let mut resp = if cfg.oauth.direct_install {
-        redirect(url.as_str())
-    } else {
+        redirect(&live.install_link.url(&state, team.as_deref()))
+    } else if let Some(template) = &cfg.oauth.install_page_template {
+        let url = live.install_link.url(&state, team.as_deref());
         let page = pages::page(
-            cfg.oauth.install_page_template.as_deref(),
+            Some(template),
             &pages::install_builtin(),
-            &[("authorize_url", url.as_str())],
+            &[("authorize_url", &url)],
         )
         .await;
         html(StatusCode::OK, page)
+    } else {
+        html(
+            StatusCode::OK,
+            live.install_link.page(&state, team.as_deref()),
+        )
     };
     resp.headers_mut().append(
         header::SET_COOKIE,
@@ -131,7 +138,8 @@ fn is_slack_id(s: &str) -> bool {
 }
 
 /// `{authorize_url}?client_id=..&scope=a,b&user_scope=c&state=..&redirect_uri=..&team=..`,
-/// empty parameters left out.
+/// empty parameters left out. The reference for [`link::InstallLink`], which the install
+/// page uses.
 pub fn authorize_url(live: &Live, state: &str, team: Option<&str>) -> Url {
     let cfg = &live.config;
     let mut url = cfg.slack.authorize_url.clone();
