@@ -16,7 +16,8 @@
 # Rounds: one without a flood, then FLOOD_ROUNDS of each flood, alternating. In each, the flood
 # starts first, the Slack client runs FLOOD_SECS seconds inside it, and the flood stops after.
 # Printed per round: flood req/s, Slack req/s and p50/p99/max, the store folder's size; then
-# the median Slack p99 under each flood and their ratio (state / 404). Also written to
+# the median Slack p99 under each flood and their ratio (state / 404), and the ratio within
+# each round with its median (less sensitive to a host whose load drifts). Also written to
 # bench/results/<date>-state-flood.txt.
 #
 # Environment: FLOOD_ROUNDS [5], FLOOD_SECS [10], FLOOD_CONNS [16], FLOOD_PIPELINE [8],
@@ -34,7 +35,9 @@ command -v wrk >/dev/null || { echo "needs wrk: apt-get install -y wrk" >&2; exi
 [[ -e "$BENCH/harness/gen" ]] || MIRROR_ONLY=1 bash "$BENCH/setup.sh"
 [[ -x "$BENCH/harness/rust/target/release/upstream" ]] \
     || (cd "$BENCH/harness/rust" && cargo build --release --quiet --bin upstream)
+GIVEN_BIN="${GATEWAY_BIN:-}"
 bench_build
+[[ -n "$GIVEN_BIN" ]] && GATEWAY_DESC="the binary given in GATEWAY_BIN"
 bench_local state-flood
 
 ROUNDS="${FLOOD_ROUNDS:-5}"
@@ -143,6 +146,13 @@ mx = {f: [float(r[6]) for r in rows if r[1] == f] for f in ("state", "404")}
 s, n = statistics.median(p99["state"]), statistics.median(p99["404"])
 print(f"median Slack p99: state flood {s:.2f} ms, 404 flood {n:.2f} ms; ratio {s / n:.2f}"
       f" (worst max: state {max(mx['state']):.1f} ms, 404 {max(mx['404']):.1f} ms)")
+# The two floods of a round ran back to back, so the host's drift hits both alike.
+pairs = {}
+for r in rows:
+    pairs.setdefault(r[0], {})[r[1]] = float(r[5])
+ratios = [p["state"] / p["404"] for p in pairs.values() if "state" in p and "404" in p]
+print(f"per-round p99 ratios (state / 404): {' '.join(f'{x:.2f}' for x in ratios)};"
+      f" median {statistics.median(ratios):.2f}")
 EOF
 kill -0 "$GPID" 2>/dev/null || { echo "the gateway died:" >&2; tail -20 "$TMP/gateway.log" >&2; exit 1; }
 echo "-> $OUTFILE"
