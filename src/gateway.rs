@@ -11,12 +11,14 @@ use rustls::sign::CertifiedKey;
 use crate::config::Config;
 use crate::http::headers::StripSet;
 use crate::metrics::Metrics;
+use crate::pages::install_link::InstallLink;
 use crate::seal::Sealer;
 use crate::slack::api::SlackApi;
 use crate::slack::oidc::JwksCache;
 use crate::slack::signature::SigningKeys;
 use crate::store::refresh_locks::RefreshLocks;
 use crate::store::replay::ReplayGuard;
+use crate::store::states::StateKeys;
 use crate::store::InstallationStore;
 use crate::tls::Tls;
 use crate::upstream::UpstreamTarget;
@@ -32,6 +34,10 @@ pub struct Live {
     pub signing_keys: SigningKeys,
     /// Seals the sign-in cookies, when `signin.cookie_secret` is set.
     pub signin_sealer: Option<Sealer>,
+    /// Issues and checks OAuth states (keyed by the app's client secret).
+    pub states: StateKeys,
+    /// The authorize URL and install page around a state, encoded once.
+    pub install_link: InstallLink,
 }
 
 impl Live {
@@ -65,7 +71,11 @@ impl Live {
             .as_ref()
             .map(|s| Sealer::new(s.expose().as_bytes()));
         let signing_keys = SigningKeys::new(config.signing_secrets());
+        let states = StateKeys::new(&config.slack.client_id, config.slack.client_secret.expose());
+        let install_link = InstallLink::new(&config);
         Live {
+            states,
+            install_link,
             signing_keys,
             config,
             strip,

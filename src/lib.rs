@@ -16,7 +16,9 @@
 //!    id_token verification), [`store`] (the storage trait, its contract, the sled and memory
 //!    backends, token sealing, the replay guard and refresh locks), [`upstream`] (the target,
 //!    the per-connection hyper client, the response framing rules both transports share),
-//!    [`tls`] (the certificate the public listener presents, hot-swapped).
+//!    [`tls`] (the certificate the public listener presents, hot-swapped), [`pages`] (the
+//!    gateway's own HTML pages and the install link, built once per config). The OAuth
+//!    `state`s are [`store::states`]: self-verifying, only their used-markers are stored.
 //! 4. **Shared state**: [`gateway`] (the live config behind an `ArcSwap`, the store, the
 //!    replay guard, the body budget) and [`metrics`]. Data only: the flows act on it.
 //! 5. **Flows**, which never know which listener called them: [`proxy`] (the pipeline:
@@ -63,6 +65,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod oauth;
 pub mod open_files;
+pub mod pages;
 pub mod proxy;
 pub mod reload;
 pub mod seal;
@@ -140,6 +143,7 @@ pub async fn run(
     // Replay protection covers its window across restarts: read back what was seen.
     let journal = gw.replay.start(gw.store.clone()).await?;
     let watcher = reload::spawn_watcher(&gw);
+    let sweeper = tokio::spawn(store::states::sweep_loop(gw.store.clone()));
     let (stop_public, public_rx) = tokio::sync::watch::channel(false);
     let (stop_admin, admin_rx) = tokio::sync::watch::channel(false);
     let public_task = tokio::spawn(server::serve(
@@ -170,6 +174,7 @@ pub async fn run(
     }
     gw.replay.flush().await;
     journal.abort();
+    sweeper.abort();
     gw.store.flush().await?;
     tracing::info!("stopped");
     Ok(())

@@ -6,6 +6,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use slack_gateway::store::states::{Flow as StateFlow, StateKey};
 use slack_gateway::store::{InstallationStore, TeamRef};
 use support::fake_slack::{FakeSlack, Fault, Grant};
 use support::oauth_harness::{Flow, Harness, CLIENT_ID, CLIENT_SECRET};
@@ -285,11 +286,11 @@ async fn callback_refusals_name_their_reason() {
     assert_eq!(h.failure_reason(r).await, (400, "invalid_browser".into()));
     // Expired state.
     let now = slack_gateway::http::unix_now();
-    h.store.issue_state("old-state", now - 1).await.unwrap();
+    let old = StateKey::new(CLIENT_ID, CLIENT_SECRET, StateFlow::Install).issue(now - 1);
     let r = h
         .get(
-            &format!("/slack/oauth_redirect?code={code}&state=old-state"),
-            Some("slack-gateway-oauth-state=old-state"),
+            &format!("/slack/oauth_redirect?code={code}&state={old}"),
+            Some(&format!("slack-gateway-oauth-state={old}")),
         )
         .await;
     assert_eq!(h.failure_reason(r).await, (400, "expired_state".into()));
@@ -722,4 +723,238 @@ async fn the_flow_ends_in_the_upstream_with_the_token_via_the_authorize_page() {
     assert_eq!(r.status(), 200);
     let token = h.signed_event("T0FAKE1").await;
     assert!(token.is_some_and(|t| t.starts_with("xoxb-")));
+}
+
+// Defect 4 of issue 16, the OAuth-state flood: every anonymous `GET /slack/install` stored a
+// state in sled (kept state_ttl + 1 h) and a periodic full scan of them ran on the async
+// runtime. States are now self-verifying; only a callback with a state we issued stores a
+// used-marker, swept by expiry off the runtime.
+
+/// The state of `flow` with its `i`-th character changed.
+fn tampered(state: &str, i: usize) -> String {
+    let mut b = state.as_bytes().to_vec();
+    b[i] = if b[i] == b'A' { b'B' } else { b'A' };
+    String::from_utf8(b).unwrap()
+}
+
+/// A callback with `state` and the matching cookie.
+async fn callback_with(h: &Harness, state: &str, code: &str) -> reqwest::Response {
+    h.get(
+        &format!("/slack/oauth_redirect?code={code}&state={state}"),
+        Some(&format!("slack-gateway-oauth-state={state}")),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn state_flood_install_requests_store_nothing() {
+    let h = Arc::new(Harness::start("").await);
+    assert_eq!(h.store.used_state_count().await.unwrap(), 0);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let h = h.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..250 {
+                let r = h.get("/slack/install", None).await;
+                assert_eq!(r.status(), 200);
+                assert!(r.headers().contains_key("set-cookie"));
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(
+        h.store.used_state_count().await.unwrap(),
+        0,
+        "2,000 anonymous install requests stored nothing"
+    );
+    // A genuine flow still works, and leaves its one marker.
+    let flow = h.begin().await;
+    let code = h
+        .slack
+        .issue_code(Grant::workspace("T0FLOOD", "U1"), Some(&h.redirect_uri()));
+    assert_eq!(h.callback(&flow, &code).await.status(), 200);
+    assert_eq!(h.store.used_state_count().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn state_flood_forged_or_tampered_states_are_invalid_state_and_store_nothing() {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let h = Harness::start("").await;
+    let flow = h.begin().await;
+    let code = h
+        .slack
+        .issue_code(Grant::workspace("T1", "U1"), Some(&h.redirect_uri()));
+    let now = slack_gateway::http::unix_now();
+    // The expiry pushed later, with the tag left as it was.
+    let mut raw = b64.decode(&flow.state).unwrap();
+    raw[32..40].copy_from_slice(&(now + 86_400).to_be_bytes());
+    let later = b64.encode(&raw);
+    let mut forged = vec![
+        tampered(&flow.state, 5),
+        tampered(&flow.state, 40),
+        tampered(&flow.state, 46),
+        tampered(&flow.state, flow.state.len() - 2),
+        later,
+        flow.state[..flow.state.len() - 1].to_owned(),
+        format!("{}A", flow.state),
+        // Issued under another client secret, or for sign-in.
+        StateKey::new(CLIENT_ID, "another-secret", StateFlow::Install).issue(now + 600),
+        StateKey::new(CLIENT_ID, CLIENT_SECRET, StateFlow::Signin).issue(now + 600),
+    ];
+    // Random states of the right length.
+    for _ in 0..100 {
+        forged.push(b64.encode(rand::random::<[u8; 56]>()));
+    }
+    for state in &forged {
+        assert_eq!(
+            h.failure_reason(callback_with(&h, state, &code).await)
+                .await,
+            (400, "invalid_state".into()),
+            "{state}"
+        );
+    }
+    assert_eq!(
+        h.store.used_state_count().await.unwrap(),
+        0,
+        "no marker for a state we did not issue"
+    );
+    assert!(h.slack.calls("oauth.v2.access").is_empty());
+    // None of that used up the genuine state.
+    assert_eq!(h.callback(&flow, &code).await.status(), 200);
+}
+
+#[tokio::test]
+async fn state_flood_a_state_is_consumed_once_whatever_the_outcome() {
+    let h = Harness::start("").await;
+    let code = || {
+        h.slack
+            .issue_code(Grant::workspace("T1", "U1"), Some(&h.redirect_uri()))
+    };
+    // Refused for the browser, then brought back by the right one.
+    let flow = h.begin().await;
+    let other = h.begin().await;
+    let r = h
+        .get(
+            &format!("/slack/oauth_redirect?code={}&state={}", code(), flow.state),
+            Some(&other.cookie),
+        )
+        .await;
+    assert_eq!(h.failure_reason(r).await, (400, "invalid_browser".into()));
+    assert_eq!(
+        h.failure_reason(h.callback(&flow, &code()).await).await,
+        (400, "invalid_state".into())
+    );
+    // No code, then a code.
+    let flow = h.begin().await;
+    let r = h
+        .get(
+            &format!("/slack/oauth_redirect?state={}", flow.state),
+            Some(&flow.cookie),
+        )
+        .await;
+    assert_eq!(h.failure_reason(r).await, (400, "missing_code".into()));
+    assert_eq!(
+        h.failure_reason(h.callback(&flow, &code()).await).await,
+        (400, "invalid_state".into())
+    );
+    // Slack refused the code, then another code.
+    let flow = h.begin().await;
+    assert_eq!(
+        h.failure_reason(h.callback(&flow, "made-up").await).await,
+        (400, "invalid_code".into())
+    );
+    assert_eq!(
+        h.failure_reason(h.callback(&flow, &code()).await).await,
+        (400, "invalid_state".into())
+    );
+    // A success, then the same state again.
+    let flow = h.begin().await;
+    assert_eq!(h.callback(&flow, &code()).await.status(), 200);
+    assert_eq!(
+        h.failure_reason(h.callback(&flow, &code()).await).await,
+        (400, "invalid_state".into())
+    );
+    assert_eq!(
+        h.store.used_state_count().await.unwrap(),
+        4,
+        "one marker per state used"
+    );
+}
+
+#[tokio::test]
+async fn state_flood_an_expired_state_is_expired_state_every_time_and_stores_nothing() {
+    let h = Harness::start("").await;
+    let code = h
+        .slack
+        .issue_code(Grant::workspace("T1", "U1"), Some(&h.redirect_uri()));
+    let now = slack_gateway::http::unix_now();
+    let old = StateKey::new(CLIENT_ID, CLIENT_SECRET, StateFlow::Install).issue(now - 1);
+    for _ in 0..2 {
+        assert_eq!(
+            h.failure_reason(callback_with(&h, &old, &code).await).await,
+            (400, "expired_state".into())
+        );
+    }
+    assert_eq!(h.store.used_state_count().await.unwrap(), 0);
+    // One still in its TTL, issued with the gateway's key outside the gateway, works.
+    let fresh = StateKey::new(CLIENT_ID, CLIENT_SECRET, StateFlow::Install).issue(now + 60);
+    assert_eq!(callback_with(&h, &fresh, &code).await.status(), 200);
+}
+
+#[tokio::test]
+async fn state_flood_a_state_from_one_gateway_is_consumed_once_by_another_sharing_its_store() {
+    let a = Harness::start("").await;
+    let b = a.start_sharing_store().await;
+    let flow = a.begin().await;
+    let code_b = b
+        .slack
+        .issue_code(Grant::workspace("T0B", "U1"), Some(&b.redirect_uri()));
+    assert_eq!(
+        b.callback(&flow, &code_b).await.status(),
+        200,
+        "no per-process key: B accepts A's state"
+    );
+    let code_a = a
+        .slack
+        .issue_code(Grant::workspace("T0A", "U1"), Some(&a.redirect_uri()));
+    assert_eq!(
+        a.failure_reason(a.callback(&flow, &code_a).await).await,
+        (400, "invalid_state".into()),
+        "used on B, so refused on A"
+    );
+}
+
+#[tokio::test]
+async fn state_flood_markers_are_swept_once_their_state_has_expired() {
+    use slack_gateway::store::states::{sweep, MARKER_GRACE_SECS};
+    let h = Harness::start("").await;
+    let flow = h.begin().await;
+    let code = h
+        .slack
+        .issue_code(Grant::workspace("T1", "U1"), Some(&h.redirect_uri()));
+    assert_eq!(h.callback(&flow, &code).await.status(), 200);
+    assert_eq!(h.store.used_state_count().await.unwrap(), 1);
+    let now = slack_gateway::http::unix_now();
+    let expiry = now + 600; // state_ttl = 10m
+    assert_eq!(
+        sweep(h.store.as_ref(), expiry + MARKER_GRACE_SECS - 5)
+            .await
+            .unwrap(),
+        0,
+        "kept while the state could still be taken as fresh"
+    );
+    assert_eq!(
+        h.failure_reason(h.callback(&flow, &code).await).await,
+        (400, "invalid_state".into())
+    );
+    assert_eq!(
+        sweep(h.store.as_ref(), expiry + MARKER_GRACE_SECS + 5)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(h.store.used_state_count().await.unwrap(), 0);
 }

@@ -517,3 +517,42 @@ async fn protected_requests_get_502_for_bad_upstream_answers_and_never_forward_e
     assert!(post.ends_with(body), "{post}");
     assert!(!post.contains("\r\nexpect:"), "Expect forwarded: {post}");
 }
+
+/// Defect 4 of issue 16, the OAuth-state flood, on the login path: starting a sign-in stores
+/// nothing (the state is self-verifying); only its callback stores a used-marker.
+#[tokio::test]
+async fn state_flood_login_requests_store_nothing() {
+    use slack_gateway::store::InstallationStore;
+    let h = std::sync::Arc::new(start("").await);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let h = h.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..250 {
+                assert_eq!(h.get("/slack/login", None).await.status(), 302);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(
+        h.store.used_state_count().await.unwrap(),
+        0,
+        "2,000 anonymous logins stored nothing"
+    );
+    // An install's state is no sign-in state.
+    let install = h.get("/slack/install", None).await;
+    let state = support::oauth_harness::Harness::cookie_state(
+        install.headers()["set-cookie"].to_str().unwrap(),
+    );
+    let (callback, cookie, q) = begin(&h, "/slack/login").await;
+    let r = h
+        .get(&callback.replace(&q["state"], &state), Some(&cookie))
+        .await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("invalid_state"));
+    assert_eq!(h.store.used_state_count().await.unwrap(), 0);
+    assert_eq!(sign_in(&h, "/slack/login").await.0, 302);
+    assert_eq!(h.store.used_state_count().await.unwrap(), 1);
+}

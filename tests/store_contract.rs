@@ -196,3 +196,56 @@ async fn a_store_closed_and_opened_again_at_once_opens_and_a_held_one_is_refused
         .expect("a held store is refused");
     assert!(e.to_string().contains("could not acquire lock"), "{e}");
 }
+
+/// Defect 4 of issue 16 (the OAuth-state flood): used-state markers and their expiry index are
+/// durable, and the tree where older versions kept every issued state is dropped at open.
+#[tokio::test]
+async fn state_flood_sled_markers_survive_reopen_and_the_old_state_tree_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    // A store written by a version that kept every issued state.
+    {
+        let db = sled::open(&path).unwrap();
+        let old = db.open_tree("oauth_states").unwrap();
+        for i in 0..1000u32 {
+            old.insert(format!("state-{i}"), &2_000_000_000u64.to_be_bytes())
+                .unwrap();
+        }
+        db.flush().unwrap();
+    }
+    {
+        let store = SledStore::open(&path).unwrap();
+        assert_eq!(store.used_state_count().await.unwrap(), 0);
+        assert!(store.mark_state_used("install:x", 500).await.unwrap());
+        assert!(store
+            .mark_state_used("install:y", 2_000_000_000)
+            .await
+            .unwrap());
+        store.flush().await.unwrap();
+    }
+    let store = SledStore::open(&path).unwrap();
+    assert!(
+        !store.mark_state_used("install:x", 500).await.unwrap(),
+        "still used after a reopen"
+    );
+    assert_eq!(
+        store.sweep_used_states(1_000, 100).await.unwrap(),
+        1,
+        "the expiry index came back too"
+    );
+    assert_eq!(store.used_state_count().await.unwrap(), 1);
+    drop(store);
+    let db = (0..100)
+        .find_map(|_| {
+            sled::open(&path)
+                .inspect_err(|_| std::thread::sleep(std::time::Duration::from_millis(20)))
+                .ok()
+        })
+        .expect("sled lets go of its lock");
+    assert!(
+        !db.tree_names()
+            .iter()
+            .any(|n| n.as_ref() == b"oauth_states"),
+        "the old state tree is dropped"
+    );
+}

@@ -2,8 +2,8 @@
 //! `oauth.v2.access` → `auth.test` → the installation saved.
 //!
 //! ```text
-//! GET install_path ──► state (256 random bits) stored with state_ttl, cookie bound ──► page / 302
-//! GET redirect_path ─► error? ─► state consumed (once, whatever the outcome) ─► expired? cookie?
+//! GET install_path ──► state (256 random bits + expiry, MAC'd: nothing stored), cookie bound ──► page / 302
+//! GET redirect_path ─► ours? ─► used-marker (once, whatever the outcome) ─► error? ─► expired? cookie?
 //!                      ─► oauth.v2.access ─► auth.test ─► save + flush ─► success page / 302
 //! ```
 //!
@@ -11,7 +11,6 @@
 //! reason: 400 for what the browser or Slack refused, 502 when Slack could not be reached, 503
 //! when the store failed. The state cookie is cleared on every callback.
 
-pub mod pages;
 pub mod rotation;
 
 use std::sync::Arc;
@@ -23,10 +22,11 @@ use url::Url;
 
 use crate::gateway::{Gateway, Live};
 use crate::http::{
-    clear_cookie, cookie_value, html, query_param, random_token, redirect, set_cookie, text,
-    unix_now, Body,
+    clear_cookie, cookie_value, html, query_param, redirect, set_cookie, text, unix_now, Body,
 };
+use crate::pages;
 use crate::slack::api::{ApiError, AuthTest, OAuthAccess};
+use crate::store::states as state;
 use crate::store::{Installation, Token};
 
 /// The cookie that binds an install's `state` to the browser that started it.
@@ -87,7 +87,7 @@ fn is_secure(live: &Live) -> bool {
 
 /// `GET install_path`: a fresh state, its cookie, and the "Add to Slack" page or a redirect.
 pub async fn install(
-    gw: &Arc<Gateway>,
+    _gw: &Arc<Gateway>,
     live: &Arc<Live>,
     req: Request<Incoming>,
 ) -> Response<Body> {
@@ -103,26 +103,26 @@ pub async fn install(
         Some(_) => return text(StatusCode::BAD_REQUEST, "invalid team parameter"),
         None => cfg.oauth.team.clone(),
     };
-    let state = random_token();
     let ttl = cfg.oauth.state_ttl.as_secs();
-    if let Err(e) = gw.store.issue_state(&state, unix_now() + ttl).await {
-        tracing::error!(error = %e, "cannot store an OAuth state");
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "installation store unavailable",
-        );
-    }
-    let url = authorize_url(live, &state, team.as_deref());
+    // Self-verifying: nothing is stored until a callback brings it back.
+    let state = live.states.install.issue(unix_now() + ttl);
+    // Assembled from pieces encoded once per config (see link.rs): anyone may ask for this page.
     let mut resp = if cfg.oauth.direct_install {
-        redirect(url.as_str())
-    } else {
+        redirect(&live.install_link.url(&state, team.as_deref()))
+    } else if let Some(template) = &cfg.oauth.install_page_template {
+        let url = live.install_link.url(&state, team.as_deref());
         let page = pages::page(
-            cfg.oauth.install_page_template.as_deref(),
+            Some(template),
             &pages::install_builtin(),
-            &[("authorize_url", url.as_str())],
+            &[("authorize_url", &url)],
         )
         .await;
         html(StatusCode::OK, page)
+    } else {
+        html(
+            StatusCode::OK,
+            live.install_link.page(&state, team.as_deref()),
+        )
     };
     resp.headers_mut().append(
         header::SET_COOKIE,
@@ -137,7 +137,8 @@ fn is_slack_id(s: &str) -> bool {
 }
 
 /// `{authorize_url}?client_id=..&scope=a,b&user_scope=c&state=..&redirect_uri=..&team=..`,
-/// empty parameters left out.
+/// empty parameters left out. The reference for [`crate::pages::install_link::InstallLink`], which the install
+/// page uses.
 pub fn authorize_url(live: &Live, state: &str, team: Option<&str>) -> Url {
     let cfg = &live.config;
     let mut url = cfg.slack.authorize_url.clone();
@@ -206,7 +207,8 @@ async fn complete_install(
     req: &Request<Incoming>,
 ) -> Result<Installation, InstallError> {
     let cfg = &live.config;
-    let (state, consumed, arrival) = read_callback(gw, req.uri(), "").await?;
+    let (state, consumed, arrival) =
+        read_callback(gw, req.uri(), &live.states.install, INSTALL_MARKER_PREFIX).await?;
     let code = match arrival {
         Arrival::Denied(error) => return Err(InstallError::SlackDenied(error)),
         Arrival::MissingCode => return Err(InstallError::MissingCode),
@@ -268,21 +270,22 @@ pub(crate) enum Arrival {
     Code(String),
 }
 
-/// Reads a callback (install or sign-in): its `state`, consumed from the store first,
-/// whatever happens next, so it can never be used twice (`state_prefix` keeps the flows'
-/// states apart); the expiry it had; and the code or Slack's error.
+/// The prefix of install states' used-markers in the store.
+const INSTALL_MARKER_PREFIX: &str = "install:";
+
+/// Reads a callback (install or sign-in): its `state`, checked against `key` and consumed
+/// first, whatever happens next, so it can never be used twice (`marker_prefix` keeps the
+/// flows' markers apart); the expiry of a state we issued and had not used (see
+/// [`state::consume`]); and the code or Slack's error.
 pub(crate) async fn read_callback(
     gw: &Gateway,
     uri: &http::Uri,
-    state_prefix: &str,
+    key: &state::StateKey,
+    marker_prefix: &str,
 ) -> Result<(Option<String>, Option<u64>, Arrival), crate::store::StoreError> {
     let state = query_param(uri, "state").filter(|s| !s.is_empty());
     let consumed = match &state {
-        Some(s) => {
-            gw.store
-                .consume_state(&format!("{state_prefix}{s}"))
-                .await?
-        }
+        Some(s) => state::consume(gw.store.as_ref(), key, marker_prefix, s, unix_now()).await?,
         None => None,
     };
     let arrival = match (
@@ -484,5 +487,62 @@ mod tests {
         assert!(is_slack_id("T0123ABCD"));
         assert!(!is_slack_id("T1&scope=admin"));
         assert!(!is_slack_id(""));
+    }
+}
+
+#[cfg(test)]
+mod install_link_tests {
+    use crate::config::Config;
+    use crate::gateway::Live;
+    use crate::pages::{self, install_link::InstallLink};
+
+    fn live(slack: &str, oauth: &str) -> Live {
+        let text = format!(
+            "[slack]\nclient_id = \"123.456\"\nclient_secret = \"cs\"\nsigning_secret = \"ss\"\n{slack}\n\
+             [oauth]\n{oauth}\n"
+        );
+        let config =
+            Config::from_toml(&text, std::path::Path::new("/etc/gw/gateway.toml"), &|_| {
+                None
+            })
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        Live::new(config)
+    }
+
+    #[test]
+    fn state_flood_the_assembled_link_and_page_equal_the_rendered_ones() {
+        let cases = [
+            ("", "scopes = [\"commands\", \"chat:write\"]"),
+            (
+                "",
+                "scopes = [\"commands\"]\nuser_scopes = [\"search:read\", \"users:read\"]",
+            ),
+            ("", "user_scopes = [\"search:read\"]\nteam = \"T0CONF\""),
+            (
+                "authorize_url = \"https://example.com/auth?x=1&y=a%20b#frag<&>\"",
+                "scopes = [\"commands\"]\nredirect_uri = \"https://gw.example.com/cb?a=1&b='x'\"",
+            ),
+            ("domain = \"slack-gov.com\"", "scopes = [\"a b\", \"c&d\"]"),
+        ];
+        for (slack, oauth) in cases {
+            let live = live(slack, oauth);
+            let link = InstallLink::new(&live.config);
+            let conf_team = live.config.oauth.team.clone();
+            for team in [None, Some(""), Some("T0123"), conf_team.as_deref()] {
+                for state in ["AbC-_09", "needs encoding &<>\"' é"] {
+                    let want = super::authorize_url(&live, state, team);
+                    let got = link.url(state, team);
+                    assert_eq!(got, want.as_str(), "{slack} {oauth} {team:?}");
+                    assert_eq!(
+                        link.page(state, team),
+                        pages::render(
+                            &pages::install_builtin(),
+                            &[("authorize_url", want.as_str())]
+                        ),
+                        "{slack} {oauth} {team:?}"
+                    );
+                }
+            }
+        }
     }
 }

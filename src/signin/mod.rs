@@ -2,9 +2,10 @@
 //!
 //! ```text
 //! GET protect/…  (no session) ─► 302 login_path?return_to=/protect/…
-//! GET login_path ─► state (stored, single-use) + nonce, sealed into the
-//!                   slack-gateway-signin cookie with the return path ─► 302 Slack
-//! GET callback_path ─► state consumed ─► cookie opens and names it ─► openid.connect.token
+//! GET login_path ─► state (self-verifying, nothing stored; see crate::store::states) + nonce,
+//!                   sealed into the slack-gateway-signin cookie with the return path ─► 302 Slack
+//! GET callback_path ─► state checked and consumed (single-use) ─► cookie opens and names it
+//!                   ─► openid.connect.token
 //!                   ─► id_token verified (oidc) ─► allowed_teams ─► session cookie ─► 302 back
 //! GET protect/…  (session) ─► forwarded with X-Slack-User-Id/-Team-Id/-User-Email/-User-Name
 //! ```
@@ -32,7 +33,7 @@ use crate::slack::oidc::{self, OidcError};
 pub const SESSION_COOKIE: &str = "slack-gateway-session";
 /// A login in progress: state, nonce and where to go back, sealed.
 pub const LOGIN_COOKIE: &str = "slack-gateway-signin";
-/// Prefix of sign-in states in the state store (kept apart from install states).
+/// Prefix of sign-in states' used-markers in the store (kept apart from install states').
 const STATE_PREFIX: &str = "signin:";
 
 /// Why a sign-in failed.
@@ -158,7 +159,7 @@ pub fn is_protected(live: &Live, path: &str) -> bool {
 }
 
 /// `GET login_path`: state + nonce, then off to Slack.
-pub async fn login(gw: &Arc<Gateway>, live: &Arc<Live>, req: Request<Incoming>) -> Response<Body> {
+pub async fn login(_gw: &Arc<Gateway>, live: &Arc<Live>, req: Request<Incoming>) -> Response<Body> {
     let cfg = &live.config;
     let Some(sealer) = sealer(live) else {
         return crate::http::text(StatusCode::NOT_FOUND, "not found");
@@ -166,17 +167,10 @@ pub async fn login(gw: &Arc<Gateway>, live: &Arc<Live>, req: Request<Incoming>) 
     let return_to = query_param(req.uri(), "return_to")
         .filter(|r| safe_return_path(r).is_some())
         .unwrap_or_else(|| "/".to_owned());
-    let state = random_token();
-    let nonce = random_token();
     let ttl = cfg.oauth.state_ttl.as_secs();
-    if let Err(e) = gw
-        .store
-        .issue_state(&format!("{STATE_PREFIX}{state}"), unix_now() + ttl)
-        .await
-    {
-        tracing::error!(error = %e, "cannot store a sign-in state");
-        return crate::http::text(StatusCode::SERVICE_UNAVAILABLE, "state store unavailable");
-    }
+    // Self-verifying: nothing is stored until a callback brings it back.
+    let state = live.states.signin.issue(unix_now() + ttl);
+    let nonce = random_token();
     let cookie = serde_json::to_vec(&LoginCookie {
         s: state.clone(),
         n: nonce.clone(),
@@ -268,7 +262,8 @@ async fn complete_login(
     req: &Request<Incoming>,
 ) -> Result<(Session, String), SigninError> {
     let cfg = &live.config;
-    let (state, consumed, arrival) = read_callback(gw, req.uri(), STATE_PREFIX).await?;
+    let (state, consumed, arrival) =
+        read_callback(gw, req.uri(), &live.states.signin, STATE_PREFIX).await?;
     let code = match arrival {
         Arrival::Denied(error) => return Err(SigninError::SlackDenied(error)),
         Arrival::MissingCode => return Err(SigninError::MissingCode),

@@ -62,6 +62,7 @@ where
     invalid_ids_are_refused(&make()).await;
     update_record_touches_one_record(&make()).await;
     state_is_consumed_exactly_once(&make()).await;
+    used_states_are_swept_after_keep_until(&make()).await;
     reads_see_every_write(&make()).await;
     signatures_are_remembered_until_forgotten(&make()).await;
 }
@@ -411,30 +412,64 @@ async fn update_record_touches_one_record(s: &dyn InstallationStore) {
     );
 }
 
+/// A state's used-marker is an atomic insert-if-absent: one winner however many try.
 async fn state_is_consumed_exactly_once(s: &dyn InstallationStore) {
-    s.issue_state("state-a", 2_000_000_000).await.unwrap();
-    s.issue_state("state-b", 1).await.unwrap();
+    assert_eq!(s.used_state_count().await.unwrap(), 0);
     let (r1, r2, r3) = tokio::join!(
-        s.consume_state("state-a"),
-        s.consume_state("state-a"),
-        s.consume_state("state-a")
+        s.mark_state_used("install:a", 2_000_000_000),
+        s.mark_state_used("install:a", 2_000_000_000),
+        s.mark_state_used("install:a", 2_000_000_000)
     );
     let winners = [r1.unwrap(), r2.unwrap(), r3.unwrap()]
         .iter()
-        .filter(|r| r.is_some())
+        .filter(|r| **r)
         .count();
     assert_eq!(winners, 1, "one state, one consumer");
+    assert!(
+        !s.mark_state_used("install:a", 2_000_000_000).await.unwrap(),
+        "a used state stays used"
+    );
+    assert!(
+        s.mark_state_used("signin:a", 2_000_000_000).await.unwrap(),
+        "ids are compared whole"
+    );
+    assert_eq!(s.used_state_count().await.unwrap(), 2);
+}
+
+/// Markers go once their `keep_until` has passed, not before, earliest first and at most
+/// `limit` per call; a swept id can be marked again.
+async fn used_states_are_swept_after_keep_until(s: &dyn InstallationStore) {
+    for (id, until) in [("c", 300), ("a", 100), ("b", 200), ("d", 2_000_000_000)] {
+        assert!(s.mark_state_used(id, until).await.unwrap());
+    }
     assert_eq!(
-        s.consume_state("state-a").await.unwrap(),
-        None,
-        "consumed states are gone"
+        s.sweep_used_states(100, 10).await.unwrap(),
+        0,
+        "due after 100, not at"
+    );
+    assert_eq!(s.sweep_used_states(250, 10).await.unwrap(), 2, "a and b");
+    assert_eq!(s.used_state_count().await.unwrap(), 2);
+    assert!(
+        !s.mark_state_used("c", 300).await.unwrap(),
+        "c is kept until 300"
+    );
+    assert!(
+        s.mark_state_used("a", 100).await.unwrap(),
+        "a swept marker is gone"
     );
     assert_eq!(
-        s.consume_state("state-b").await.unwrap(),
-        Some(1),
-        "expiry is returned as stored"
+        s.sweep_used_states(1_000, 1).await.unwrap(),
+        1,
+        "at most limit"
     );
-    assert_eq!(s.consume_state("never-issued").await.unwrap(), None);
+    assert!(
+        !s.mark_state_used("c", 300).await.unwrap(),
+        "the earliest went first: c is still there"
+    );
+    assert_eq!(s.sweep_used_states(1_000, 10).await.unwrap(), 1, "then c");
+    assert!(s.mark_state_used("c", 300).await.unwrap());
+    assert_eq!(s.sweep_used_states(1_000, 10).await.unwrap(), 1);
+    assert_eq!(s.used_state_count().await.unwrap(), 1, "d stays");
 }
 
 async fn signatures_are_remembered_until_forgotten(s: &dyn InstallationStore) {

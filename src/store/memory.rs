@@ -16,8 +16,15 @@ use super::{
 #[derive(Default)]
 pub struct MemoryStore {
     records: RwLock<BTreeMap<String, Installation>>,
-    states: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     signatures: std::sync::Mutex<std::collections::HashMap<[u8; 32], u64>>,
+    used_states: std::sync::Mutex<UsedStates>,
+}
+
+/// Used-state markers, and the same by expiry for the sweep.
+#[derive(Default)]
+struct UsedStates {
+    by_id: std::collections::HashMap<String, u64>,
+    by_expiry: std::collections::BTreeSet<(u64, String)>,
 }
 
 impl MemoryStore {
@@ -137,16 +144,33 @@ impl InstallationStore for MemoryStore {
         Ok(())
     }
 
-    async fn issue_state(&self, state: &str, expires_at: u64) -> Result<(), StoreError> {
-        let mut states = self.states.lock().expect("state lock");
-        let now = crate::http::unix_now();
-        states.retain(|_, exp| *exp + 3600 > now);
-        states.insert(state.to_owned(), expires_at);
-        Ok(())
+    async fn mark_state_used(&self, id: &str, keep_until: u64) -> Result<bool, StoreError> {
+        let mut used = self.used_states.lock().expect("state lock");
+        if used.by_id.contains_key(id) {
+            return Ok(false);
+        }
+        used.by_id.insert(id.to_owned(), keep_until);
+        used.by_expiry.insert((keep_until, id.to_owned()));
+        Ok(true)
     }
 
-    async fn consume_state(&self, state: &str) -> Result<Option<u64>, StoreError> {
-        Ok(self.states.lock().expect("state lock").remove(state))
+    async fn sweep_used_states(&self, now: u64, limit: usize) -> Result<usize, StoreError> {
+        let mut used = self.used_states.lock().expect("state lock");
+        let due: Vec<(u64, String)> = used
+            .by_expiry
+            .range(..(now, String::new()))
+            .take(limit)
+            .cloned()
+            .collect();
+        for entry in &due {
+            used.by_expiry.remove(entry);
+            used.by_id.remove(&entry.1);
+        }
+        Ok(due.len())
+    }
+
+    async fn used_state_count(&self) -> Result<u64, StoreError> {
+        Ok(self.used_states.lock().expect("state lock").by_id.len() as u64)
     }
 
     fn bot_count(&self) -> u64 {

@@ -22,6 +22,7 @@ pub mod refresh_locks;
 pub mod replay;
 pub mod sealing;
 pub mod sled;
+pub mod states;
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -288,13 +289,24 @@ pub trait InstallationStore: Send + Sync + 'static {
         inst: &Installation,
     ) -> Result<(), StoreError>;
 
-    /// Remembers an OAuth `state` until `expires_at` (Unix seconds).
-    async fn issue_state(&self, state: &str, expires_at: u64) -> Result<(), StoreError>;
+    /// Records that the OAuth state `id` was used, to be remembered until `keep_until` (Unix
+    /// seconds): an atomic insert-if-absent. Of any number of callers with the same `id`,
+    /// concurrent or not, through this store or any other sharing its backend, exactly one
+    /// gets `true`, and every later one `false` until the marker is swept. (PostgreSQL:
+    /// `INSERT ... ON CONFLICT DO NOTHING`, `true` when a row was inserted.)
+    ///
+    /// States are self-verifying ([`crate::store::states`]): issuing one stores nothing, and a
+    /// marker is written only for a callback carrying a state the gateway issued.
+    async fn mark_state_used(&self, id: &str, keep_until: u64) -> Result<bool, StoreError>;
 
-    /// Takes a `state` out, atomically: of any number of concurrent callers with the same
-    /// state, exactly one gets `Some(expires_at)`. Expired states may still be returned (the
-    /// caller tells `expired_state` from `invalid_state`).
-    async fn consume_state(&self, state: &str) -> Result<Option<u64>, StoreError>;
+    /// Forgets at most `limit` markers whose `keep_until` is before `now`, earliest first;
+    /// returns how many went. Its work follows what it removes (an index by `keep_until`),
+    /// never a scan of every marker, and it does not block the async runtime.
+    async fn sweep_used_states(&self, now: u64, limit: usize) -> Result<usize, StoreError>;
+
+    /// How many state markers are stored. May count them one by one: for tests and tools,
+    /// not the request path.
+    async fn used_state_count(&self) -> Result<u64, StoreError>;
 
     /// Number of teams and orgs with a bot, across all apps (a metrics gauge).
     fn bot_count(&self) -> u64;

@@ -4,6 +4,10 @@
 //! writes its records in one atomic batch and then flushes (sled's background flush runs only
 //! every 500 ms, so without it a crash could lose an acknowledged install). Writes are
 //! serialized by a mutex so the bot count stays exact; reads never wait on it.
+//!
+//! Used OAuth states live in two more trees: the markers by id, and the same keyed by expiry
+//! so that the sweep is a range scan up to now (run on a blocking thread), never a scan of
+//! every marker.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,11 +28,14 @@ const TREE: &str = "installations";
 /// no scan of every key, which would pull the whole tree into memory (about 150 MiB at
 /// 100,000 installations).
 const BOT_COUNT_KEY: &[u8] = b"meta/bot_count";
-const STATES: &str = "oauth_states";
-/// An expired state is kept this long (so a late callback says `expired_state`), then swept.
-const STATE_KEEP_AFTER_EXPIRY_SECS: u64 = 3600;
-/// Expired states are swept once every this many issued states.
-const STATE_SWEEP_EVERY: u64 = 256;
+/// Where earlier versions kept every issued OAuth state; dropped at open (states are
+/// self-verifying now, see [`crate::store::states`]).
+const LEGACY_STATES: &str = "oauth_states";
+/// Used-state markers: `id` → `keep_until` (u64, big-endian).
+const USED_STATES: &str = "oauth_used_states";
+/// The markers by expiry: `keep_until` (u64, big-endian) ‖ `id` → empty, so a sweep is a
+/// range scan up to now.
+const USED_STATES_BY_EXPIRY: &str = "oauth_used_states_by_expiry";
 /// Verified signatures (replay protection), keyed by `forget_at` (big-endian) then the MAC:
 /// the forgotten ones are a prefix of the tree, swept by a range scan.
 const SIGNATURES: &str = "replay_signatures";
@@ -40,9 +47,9 @@ const SIGNATURE_SWEEP_MAX: usize = 4096;
 pub struct SledStore {
     db: sled::Db,
     tree: sled::Tree,
-    states: sled::Tree,
+    used_states: sled::Tree,
+    used_states_by_expiry: sled::Tree,
     signatures: sled::Tree,
-    issued: AtomicU64,
     writes: tokio::sync::Mutex<()>,
     bots: AtomicU64,
     /// Seals tokens at rest when `storage.encryption_key` is set.
@@ -106,9 +113,16 @@ impl SledStore {
         create_private_dir(path).map_err(|e| open_err(Box::new(e)))?;
         let db = open_db(path).map_err(|e| open_err(Box::new(e)))?;
         let tree = db.open_tree(TREE).map_err(|e| open_err(Box::new(e)))?;
-        let states = db.open_tree(STATES).map_err(|e| open_err(Box::new(e)))?;
         let signatures = db
             .open_tree(SIGNATURES)
+            .map_err(|e| open_err(Box::new(e)))?;
+        let used_states = db
+            .open_tree(USED_STATES)
+            .map_err(|e| open_err(Box::new(e)))?;
+        let used_states_by_expiry = db
+            .open_tree(USED_STATES_BY_EXPIRY)
+            .map_err(|e| open_err(Box::new(e)))?;
+        db.drop_tree(LEGACY_STATES)
             .map_err(|e| open_err(Box::new(e)))?;
         let bots = match tree
             .get(BOT_COUNT_KEY)
@@ -134,9 +148,9 @@ impl SledStore {
         Ok(SledStore {
             db,
             tree,
-            states,
+            used_states,
+            used_states_by_expiry,
             signatures,
-            issued: AtomicU64::new(0),
             writes: tokio::sync::Mutex::new(()),
             bots: AtomicU64::new(bots),
             ring,
@@ -278,8 +292,12 @@ fn io(e: sled::Error) -> StoreError {
     StoreError::Io(Box::new(e))
 }
 
-fn read_u64(v: &[u8]) -> u64 {
-    v.try_into().map(u64::from_be_bytes).unwrap_or(0)
+/// `keep_until` (big-endian) ‖ `id`: a used-state marker's key in the expiry index.
+fn expiry_key(keep_until: u64, id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + id.len());
+    k.extend_from_slice(&keep_until.to_be_bytes());
+    k.extend_from_slice(id.as_bytes());
+    k
 }
 
 fn decode(key: &str, bytes: &[u8]) -> Result<Installation, StoreError> {
@@ -451,29 +469,48 @@ impl InstallationStore for SledStore {
         Ok(())
     }
 
-    async fn issue_state(&self, state: &str, expires_at: u64) -> Result<(), StoreError> {
-        self.states
-            .insert(state.as_bytes(), &expires_at.to_be_bytes())
+    async fn mark_state_used(&self, id: &str, keep_until: u64) -> Result<bool, StoreError> {
+        let until = keep_until.to_be_bytes();
+        // The index entry first: a crash between the two leaves an entry the sweep drops,
+        // never a marker no sweep would find.
+        self.used_states_by_expiry
+            .insert(expiry_key(keep_until, id), &[])
             .map_err(io)?;
-        if self.issued.fetch_add(1, Ordering::Relaxed) % STATE_SWEEP_EVERY == 0 {
-            let now = crate::http::unix_now();
-            for item in self.states.iter() {
-                let (k, v) = item.map_err(io)?;
-                if read_u64(&v).saturating_add(STATE_KEEP_AFTER_EXPIRY_SECS) < now {
-                    self.states.remove(k).map_err(io)?;
-                }
-            }
-        }
-        Ok(())
+        // sled's compare-and-swap from nothing is atomic: one caller inserts, the others see
+        // the marker.
+        Ok(self
+            .used_states
+            .compare_and_swap(id.as_bytes(), None as Option<&[u8]>, Some(&until[..]))
+            .map_err(io)?
+            .is_ok())
     }
 
-    async fn consume_state(&self, state: &str) -> Result<Option<u64>, StoreError> {
-        // sled's remove is atomic: one caller gets the value, the others None.
-        Ok(self
-            .states
-            .remove(state.as_bytes())
-            .map_err(io)?
-            .map(|v| read_u64(&v)))
+    async fn sweep_used_states(&self, now: u64, limit: usize) -> Result<usize, StoreError> {
+        let (used, by_expiry) = (self.used_states.clone(), self.used_states_by_expiry.clone());
+        // Off the async runtime: removals touch sled's pages and may wait on its I/O.
+        tokio::task::spawn_blocking(move || {
+            let mut n = 0;
+            for item in by_expiry.range(..now.to_be_bytes()).keys().take(limit) {
+                let k = item.map_err(io)?;
+                let (until, id) = k.split_at(8);
+                // Only the marker this entry indexes (same keep_until).
+                let _ = used
+                    .compare_and_swap(id, Some(until), None as Option<&[u8]>)
+                    .map_err(io)?;
+                by_expiry.remove(&k).map_err(io)?;
+                n += 1;
+            }
+            Ok(n)
+        })
+        .await
+        .map_err(|e| StoreError::Io(Box::new(e)))?
+    }
+
+    async fn used_state_count(&self) -> Result<u64, StoreError> {
+        let used = self.used_states.clone();
+        tokio::task::spawn_blocking(move || used.len() as u64)
+            .await
+            .map_err(|e| StoreError::Io(Box::new(e)))
     }
 
     fn bot_count(&self) -> u64 {
@@ -524,7 +561,7 @@ impl InstallationStore for SledStore {
             };
             out.push(Signature {
                 mac: mac.try_into().expect("32 bytes"),
-                forget_at: read_u64(at),
+                forget_at: at.try_into().map(u64::from_be_bytes).unwrap_or(0),
             });
         }
         Ok(out)

@@ -119,6 +119,23 @@ impl Harness {
         slack_extra: &str,
         oauth_extra: &str,
     ) -> Harness {
+        Self::start_on(slack, server_extra, slack_extra, oauth_extra, None).await
+    }
+
+    /// A second gateway with this one's `[oauth]` defaults and app credentials, its own fake
+    /// Slack and listeners, and this one's store: two replicas sharing one database.
+    pub async fn start_sharing_store(&self) -> Harness {
+        let slack = FakeSlack::start(CLIENT_ID, CLIENT_SECRET).await;
+        Self::start_on(slack, "", "", "", Some(self.store.clone())).await
+    }
+
+    async fn start_on(
+        slack: FakeSlack,
+        server_extra: &str,
+        slack_extra: &str,
+        oauth_extra: &str,
+        store: Option<Arc<SledStore>>,
+    ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -156,7 +173,8 @@ impl Harness {
         std::fs::write(&path, &toml).unwrap();
         let config =
             Config::from_toml(&toml, &path, &|_| None).unwrap_or_else(|e| panic!("{e}\n{toml}"));
-        let store = Arc::new(SledStore::open(&config.storage.path).unwrap());
+        let store =
+            store.unwrap_or_else(|| Arc::new(SledStore::open(&config.storage.path).unwrap()));
         let gw = Gateway::new(config, path.clone(), store.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let running = gw.clone();

@@ -4,6 +4,8 @@
 //! is put in. They are read when a page is served, so an edited template shows at once. A
 //! template that cannot be read falls back to the built-in page (and says so in the log).
 
+pub mod install_link;
+
 use std::path::Path;
 
 use crate::http::escape_html;
