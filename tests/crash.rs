@@ -56,23 +56,11 @@ async fn event(public: u16, team: &str) -> Result<String, String> {
         r#"{{"type":"event_callback","team_id":"{team}","event_id":"Ev{}","event":{{"type":"app_mention","user":"U1"}}}}"#,
         support::fake_slack::rand_suffix()
     );
-    let ts = slack_gateway::http::unix_now();
-    let r = client()
-        .post(format!("http://127.0.0.1:{public}/slack/events"))
-        .header("content-type", "application/json")
-        .header("x-slack-request-timestamp", ts.to_string())
-        .header(
-            "x-slack-signature",
-            slack_gateway::slack::signature::sign(SIGNING_SECRET, ts, body.as_bytes()),
-        )
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if r.status() != 200 {
-        return Err(format!("status {}", r.status()));
+    let (status, text) = send_exact(public, slack_gateway::http::unix_now(), &body).await?;
+    if status != 200 {
+        return Err(format!("status {status}"));
     }
-    Ok(r.text().await.unwrap())
+    Ok(text)
 }
 
 async fn start(
@@ -267,8 +255,9 @@ async fn a_full_run_logs_no_secret_or_token() {
     );
 }
 
-/// Sends one exact signed request (fixed timestamp and body): its status and body.
-async fn send_exact(public: u16, ts: u64, body: &str) -> (u16, String) {
+/// Sends one exact signed request (`ts` and `body` as given): its status and body, or why
+/// it could not be sent.
+async fn send_exact(public: u16, ts: u64, body: &str) -> Result<(u16, String), String> {
     let r = client()
         .post(format!("http://127.0.0.1:{public}/slack/events"))
         .header("content-type", "application/json")
@@ -280,8 +269,8 @@ async fn send_exact(public: u16, ts: u64, body: &str) -> (u16, String) {
         .body(body.to_owned())
         .send()
         .await
-        .unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
+        .map_err(|e| e.to_string())?;
+    Ok((r.status().as_u16(), r.text().await.unwrap()))
 }
 
 /// Replay protection covers its whole window across a restart, clean (SIGTERM) or not
@@ -297,16 +286,16 @@ async fn replays_after_a_restart_are_refused() {
             r#"{{"type":"event_callback","team_id":"T0REPLAY","event_id":"Ev{n}","event":{{"type":"app_mention"}}}}"#
         )
     };
-    assert_eq!(send_exact(public, ts, &body(1)).await.0, 200);
+    assert_eq!(send_exact(public, ts, &body(1)).await.unwrap().0, 200);
     running.signal("TERM");
     running.child.wait().unwrap();
 
     let mut running = Running::start(&path, dir.path());
     running.wait_ready(admin).await;
-    let (status, reason) = send_exact(public, ts, &body(1)).await;
+    let (status, reason) = send_exact(public, ts, &body(1)).await.unwrap();
     assert_eq!(status, 401, "replayed after a clean restart: {reason}");
     assert!(reason.contains("replayed_request"), "{reason}");
-    assert_eq!(send_exact(public, ts, &body(2)).await.0, 200);
+    assert_eq!(send_exact(public, ts, &body(2)).await.unwrap().0, 200);
     // Written within milliseconds of being accepted; a crash a moment later keeps it.
     tokio::time::sleep(Duration::from_millis(500)).await;
     running.child.kill().unwrap(); // SIGKILL
@@ -314,10 +303,10 @@ async fn replays_after_a_restart_are_refused() {
 
     let running = Running::start(&path, dir.path());
     running.wait_ready(admin).await;
-    let (status, reason) = send_exact(public, ts, &body(2)).await;
+    let (status, reason) = send_exact(public, ts, &body(2)).await.unwrap();
     assert_eq!(status, 401, "replayed after a crash: {reason}");
     assert_eq!(
-        send_exact(public, ts, &body(3)).await.0,
+        send_exact(public, ts, &body(3)).await.unwrap().0,
         200,
         "new requests pass"
     );
