@@ -120,7 +120,7 @@ async fn a_sealed_token_moved_to_another_team_does_not_open() {
     }
     {
         // An attacker with write access to the folder copies T1's bot record over T2's.
-        let db = sled::open(dir.path()).unwrap();
+        let db = slack_gateway::store::sled::open_db(dir.path()).unwrap();
         let tree = db.open_tree("installations").unwrap();
         let v = tree.get(format!("inst/{APP}/-/T1/bot")).unwrap().unwrap();
         tree.insert(format!("inst/{APP}/-/T2/bot"), v).unwrap();
@@ -206,7 +206,7 @@ async fn turning_sealing_on_reads_plaintext_and_reseal_seals_it() {
     assert!(store.find_bot(APP, &team("T1")).await.unwrap().is_some());
     assert_eq!(store.reseal().await.unwrap(), 3);
     drop(store);
-    let db = sled::open(dir.path()).unwrap();
+    let db = slack_gateway::store::sled::open_db(dir.path()).unwrap();
     let tree = db.open_tree("installations").unwrap();
     for item in tree.iter() {
         let (_, v) = item.unwrap();

@@ -160,13 +160,13 @@ async fn sled_keeps_the_bot_count_on_disk_and_counts_an_older_store_once() {
 
     // A store from before the count was kept: the key is absent, so open counts once.
     {
-        let db = sled::open(&path).unwrap();
+        let db = slack_gateway::store::sled::open_db(&path).unwrap();
         let tree = db.open_tree("installations").unwrap();
         assert!(tree.remove(b"meta/bot_count").unwrap().is_some());
         db.flush().unwrap();
     }
     assert_eq!(SledStore::open(&path).unwrap().bot_count(), 3, "recounted");
-    let db = sled::open(&path).unwrap();
+    let db = slack_gateway::store::sled::open_db(&path).unwrap();
     let kept = db
         .open_tree("installations")
         .unwrap()
@@ -205,7 +205,7 @@ async fn state_flood_sled_markers_survive_reopen_and_the_old_state_tree_goes() {
     let path = dir.path().join("data");
     // A store written by a version that kept every issued state.
     {
-        let db = sled::open(&path).unwrap();
+        let db = slack_gateway::store::sled::open_db(&path).unwrap();
         let old = db.open_tree("oauth_states").unwrap();
         for i in 0..1000u32 {
             old.insert(format!("state-{i}"), &2_000_000_000u64.to_be_bytes())
@@ -235,13 +235,7 @@ async fn state_flood_sled_markers_survive_reopen_and_the_old_state_tree_goes() {
     );
     assert_eq!(store.used_state_count().await.unwrap(), 1);
     drop(store);
-    let db = (0..100)
-        .find_map(|_| {
-            sled::open(&path)
-                .inspect_err(|_| std::thread::sleep(std::time::Duration::from_millis(20)))
-                .ok()
-        })
-        .expect("sled lets go of its lock");
+    let db = slack_gateway::store::sled::open_db(&path).expect("sled lets go of its lock");
     assert!(
         !db.tree_names()
             .iter()

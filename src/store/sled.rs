@@ -79,7 +79,7 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// flusher thread lets go of the file after the handle is dropped), so a store closed and
 /// opened again at once in one process can find it still held: such an open is tried again
 /// for up to [`LOCK_WAIT`]. A lock another running gateway holds fails after that wait.
-fn open_db(path: &Path) -> sled::Result<sled::Db> {
+pub fn open_db(path: &Path) -> sled::Result<sled::Db> {
     let config = sled::Config::new()
         .path(path)
         .mode(sled::Mode::HighThroughput)
