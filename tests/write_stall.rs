@@ -282,19 +282,13 @@ fn open_files_limits(limits: &str) -> (u64, u64) {
 
 /// Starts the real binary on `config` with `ulimit` applied first (`-Sn 256`, say).
 fn start_under_ulimit(ulimit: &str, config: &std::path::Path, dir: &std::path::Path) -> Running {
-    use std::process::{Command, Stdio};
-    let stderr_path = dir.join("stderr.log");
-    let child = Command::new("bash")
+    let mut command = std::process::Command::new("bash");
+    command
         .arg("-c")
         .arg(format!("ulimit {ulimit} && exec \"$0\" --config \"$1\""))
         .arg(BIN)
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr_path).unwrap())
-        .spawn()
-        .unwrap();
-    Running { child, stderr_path }
+        .arg(config);
+    Running::spawn(command, dir)
 }
 
 #[tokio::test]

@@ -66,10 +66,16 @@ pub struct Running {
 
 impl Running {
     pub fn start(config: &Path, dir: &Path) -> Running {
+        let mut command = Command::new(BIN);
+        command.arg("--config").arg(config);
+        Running::spawn(command, dir)
+    }
+
+    /// Runs `command` (the binary, or a shell that execs it) with info logs, its stderr in
+    /// `dir/stderr.log`.
+    pub fn spawn(mut command: Command, dir: &Path) -> Running {
         let stderr_path = dir.join("stderr.log");
-        let child = Command::new(BIN)
-            .arg("--config")
-            .arg(config)
+        let child = command
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr_path).unwrap())
