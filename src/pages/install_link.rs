@@ -37,7 +37,7 @@ impl InstallLink {
         let end = url.fragment().map(|f| format!("#{f}")).unwrap_or_default();
         url.set_fragment(None);
         {
-            // As super::authorize_url appends them.
+            // As crate::oauth::authorize_url appends them.
             let mut q = url.query_pairs_mut();
             q.append_pair("client_id", &cfg.slack.client_id);
             if !cfg.oauth.scopes.is_empty() {
