@@ -85,9 +85,9 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::config::Config;
+use crate::config::{Backend, Config};
 use crate::gateway::Gateway;
-use crate::store::{sled::SledStore, InstallationStore, StoreError};
+use crate::store::{postgres::PgStore, sled::SledStore, InstallationStore, StoreError};
 
 /// Why the gateway could not run.
 #[derive(Debug, thiserror::Error)]
@@ -99,25 +99,40 @@ pub enum RunError {
 }
 
 /// Opens the configured store and builds the gateway's shared state.
-pub fn open(config: Config, config_path: &Path) -> Result<Arc<Gateway>, StoreError> {
-    let store: Arc<dyn InstallationStore> = Arc::new(open_store(&config)?);
+pub async fn open(config: Config, config_path: &Path) -> Result<Arc<Gateway>, StoreError> {
+    let store = open_store(&config).await?;
     Ok(Gateway::new(config, config_path.to_path_buf(), store))
 }
 
-/// Opens the configured sled store, sealing tokens when `storage.encryption_key` is set.
-pub fn open_store(config: &Config) -> Result<SledStore, StoreError> {
+/// Opens the configured store (sled, or PostgreSQL: connected, its migrations applied),
+/// sealing tokens when `storage.encryption_key` is set.
+pub async fn open_store(config: &Config) -> Result<Arc<dyn InstallationStore>, StoreError> {
+    let ring = key_ring(config)?;
+    match (&config.storage.backend, &config.storage.postgres) {
+        (Backend::Postgres, Some(pg)) => Ok(Arc::new(
+            PgStore::open(pg, ring, store::postgres::Timeouts::default()).await?,
+        )),
+        _ => Ok(Arc::new(SledStore::open_sealed(&config.storage.path, ring)?)),
+    }
+}
+
+/// The keys that seal tokens at rest, when `storage.encryption_key` is set.
+fn key_ring(config: &Config) -> Result<Option<store::sealing::KeyRing>, StoreError> {
     let ring = match &config.storage.encryption_key {
         Some(k) => Some(
             store::sealing::KeyRing::new(k, &config.storage.previous_encryption_keys).map_err(
                 |e| StoreError::Open {
-                    path: config.storage.path.display().to_string(),
+                    path: match &config.storage.postgres {
+                        Some(pg) => format!("PostgreSQL {}", pg.url),
+                        None => config.storage.path.display().to_string(),
+                    },
                     source: format!("storage.encryption_key: {e}").into(),
                 },
             )?,
         ),
         None => None,
     };
-    SledStore::open_sealed(&config.storage.path, ring)
+    Ok(ring)
 }
 
 /// Serves the public and admin listeners until `shutdown` resolves, then drains: `/readyz`

@@ -280,9 +280,9 @@ fn installations(path: &std::path::Path, command: InstallationsCommand) -> anyho
                 }
             }
             InstallationsCommand::Export { file } => {
-                let store = open_store_offline(&config)?;
+                let store = open_store_offline(&config).await?;
                 let lines =
-                    slack_gateway::transfer::export(&store, &config.slack.client_id).await?;
+                    slack_gateway::transfer::export(store.as_ref(), &config.slack.client_id).await?;
                 let mut text = String::new();
                 for l in &lines {
                     text.push_str(&slack_gateway::transfer::to_line(l));
@@ -302,7 +302,7 @@ fn installations(path: &std::path::Path, command: InstallationsCommand) -> anyho
                         "storage.encryption_key is not set: there is nothing to seal with"
                     );
                 }
-                let store = open_store_offline(&config)?;
+                let store = open_store_offline(&config).await?;
                 let n = store.reseal().await?;
                 eprintln!("resealed {n} record(s)");
             }
@@ -332,8 +332,8 @@ fn installations(path: &std::path::Path, command: InstallationsCommand) -> anyho
                         }
                     );
                 }
-                let store = open_store_offline(&config)?;
-                let n = transfer::import_installations(&store, &config.slack.client_id, found)
+                let store = open_store_offline(&config).await?;
+                let n = transfer::import_installations(store.as_ref(), &config.slack.client_id, found)
                     .await?;
                 eprintln!("imported {n} installation(s) from {}", dir.display());
             }
@@ -347,8 +347,8 @@ fn installations(path: &std::path::Path, command: InstallationsCommand) -> anyho
                     std::fs::read_to_string(&file)
                         .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
                 };
-                let store = open_store_offline(&config)?;
-                let n = slack_gateway::transfer::import(&store, &config.slack.client_id, &text)
+                let store = open_store_offline(&config).await?;
+                let n = slack_gateway::transfer::import(store.as_ref(), &config.slack.client_id, &text)
                     .await
                     .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
                 eprintln!("imported {n} installation(s)");
@@ -359,10 +359,17 @@ fn installations(path: &std::path::Path, command: InstallationsCommand) -> anyho
 }
 
 /// Opens the store for export/import. sled allows one process per folder, so this fails
-/// with a clear message while the gateway runs.
-fn open_store_offline(config: &Config) -> anyhow::Result<slack_gateway::store::sled::SledStore> {
-    slack_gateway::open_store(config).map_err(|e| {
-        anyhow::anyhow!("{e} (is the gateway running? export/import need it stopped; use the admin API meanwhile)")
+/// with a clear message while the gateway runs; PostgreSQL is shared, so it does not.
+async fn open_store_offline(
+    config: &Config,
+) -> anyhow::Result<std::sync::Arc<dyn slack_gateway::store::InstallationStore>> {
+    let sled = config.storage.backend == slack_gateway::config::Backend::Sled;
+    slack_gateway::open_store(config).await.map_err(|e| {
+        if sled {
+            anyhow::anyhow!("{e} (is the gateway running? export/import need it stopped; use the admin API meanwhile)")
+        } else {
+            anyhow::anyhow!("{e}")
+        }
     })
 }
 
@@ -451,7 +458,7 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
         }
         let public_addr = config.server.listen;
         let admin_addr = config.server.admin_listen;
-        let gw = slack_gateway::open(config, path)?;
+        let gw = slack_gateway::open(config, path).await?;
         let public = tokio::net::TcpListener::bind(public_addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {public_addr} (server.listen): {e}"))?;

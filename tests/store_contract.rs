@@ -3,9 +3,12 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+mod support;
+
 use slack_gateway::secret::Secret;
 use slack_gateway::store::contract::{self, org_install, workspace_install};
 use slack_gateway::store::memory::MemoryStore;
+use slack_gateway::store::postgres::{PgStore, Timeouts};
 use slack_gateway::store::sealing::KeyRing;
 use slack_gateway::store::sled::SledStore;
 use slack_gateway::store::{InstallationStore, RecordKind, TeamRef, Token};
@@ -242,4 +245,49 @@ async fn state_flood_sled_markers_survive_reopen_and_the_old_state_tree_goes() {
             .any(|n| n.as_ref() == b"oauth_states"),
         "the old state tree is dropped"
     );
+}
+
+/// The contract on PostgreSQL: each check on a fresh schema, with the store's own pool,
+/// migrations and watcher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_passes_the_contract() {
+    let schemas = std::sync::Mutex::new(Vec::new());
+    contract::run_all(|| {
+        let schema = support::postgres::Schema::new("contract");
+        let store = open_pg(&schema, None);
+        schemas.lock().unwrap().push(schema);
+        store
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_with_sealed_tokens_passes_the_contract() {
+    use base64::Engine;
+    let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let schemas = std::sync::Mutex::new(Vec::new());
+    contract::run_all(|| {
+        let schema = support::postgres::Schema::new("contract_sealed");
+        let ring = KeyRing::new(&Secret::from(key.as_str()), &[]).unwrap();
+        let store = open_pg(&schema, Some(ring));
+        schemas.lock().unwrap().push(schema);
+        store
+    })
+    .await;
+}
+
+/// Opens a store on `schema` from the contract's synchronous factory.
+fn open_pg(schema: &support::postgres::Schema, ring: Option<KeyRing>) -> PgStore {
+    let cfg = schema.config();
+    tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current().block_on(PgStore::open(
+            &cfg,
+            ring,
+            Timeouts {
+                start: std::time::Duration::from_secs(5),
+                ..Timeouts::default()
+            },
+        ))
+    })
+    .expect("the test database answers (see tests/support/postgres.rs)")
 }

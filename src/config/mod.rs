@@ -50,7 +50,7 @@ pub use server::{
 };
 pub use signin::{SigninConfig, DEFAULT_SESSION_TTL};
 pub use slack::{SlackConfig, DEFAULT_SLACK_API_TIMEOUT};
-pub use storage::StorageConfig;
+pub use storage::{Backend, DatabaseUrl, PostgresConfig, StorageConfig};
 pub use upstream::{
     InjectedHeaders, UpstreamConfig, DEFAULT_UPSTREAM_KEEPALIVE_TIMEOUT, DEFAULT_UPSTREAM_TIMEOUT,
 };

@@ -144,7 +144,12 @@ pub struct RawHeaders {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStorage {
+    pub backend: Option<Str>,
     pub path: Option<Str>,
+    pub url: Option<Str>,
+    pub url_file: Option<Str>,
+    pub pool_size: Option<Spanned<i64>>,
+    pub schema: Option<Str>,
     pub encryption_key: Option<Str>,
     pub encryption_key_file: Option<Str>,
     pub previous_encryption_keys: Option<Vec<Str>>,

@@ -105,17 +105,7 @@ pub(super) fn closing(mut r: Response<Body>) -> Response<Body> {
     r
 }
 
-/// An error and its sources on one line, for logs.
-pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub(super) use crate::store::error_chain;
 
 #[cfg(test)]
 mod tests {

@@ -53,6 +53,10 @@ impl MemoryStore {
 
 #[async_trait]
 impl InstallationStore for MemoryStore {
+    fn describe(&self) -> String {
+        "memory".to_owned()
+    }
+
     async fn save(&self, app: &str, inst: &Installation) -> Result<(), StoreError> {
         let prefix = team_prefix(app, &inst.team_ref())?;
         let user_key = if inst.user_id.is_empty() {

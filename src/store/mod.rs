@@ -18,6 +18,9 @@
 
 pub mod contract;
 pub mod memory;
+pub mod postgres;
+mod read_cache;
+mod record;
 pub mod refresh_locks;
 pub mod replay;
 pub mod sealing;
@@ -210,8 +213,23 @@ pub enum StoreError {
     Io(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("stored record {key} is corrupt: {reason}")]
     Corrupt { key: String, reason: String },
+    /// The backend cannot be reached now (a database that went away); retried by the caller.
+    #[error("installation store unavailable: {0}")]
+    Unavailable(String),
     #[error("invalid id {0:?}: ids must be non-empty and contain no '/'")]
     InvalidId(String),
+}
+
+/// An error and its sources on one line, for logs.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 /// The storage interface. Implementations must pass [`contract::run_all`].
@@ -322,6 +340,49 @@ pub trait InstallationStore: Send + Sync + 'static {
 
     /// Every remembered signature not yet forgotten at `now`.
     async fn recent_signatures(&self, now: u64) -> Result<Vec<Signature>, StoreError>;
+
+    /// What and where the store is, for logs and `/readyz` (never a password).
+    fn describe(&self) -> String;
+
+    /// Why the store cannot serve now, or `None` while it can (`/readyz`). No I/O: a backend
+    /// that can go away tracks its health in the background.
+    fn unavailable(&self) -> Option<String> {
+        None
+    }
+
+    /// True when several gateways share this store: a signature must then be claimed in it
+    /// ([`claim_signature`](Self::claim_signature)) to be refused as a replay by the others,
+    /// and a token refresh claimed ([`claim_refresh`](Self::claim_refresh)) so that one
+    /// gateway makes it.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// A shared store's replay check: records `sig` unless it is already there and not yet
+    /// forgotten at `now`; `true` when this call recorded it (a first sighting anywhere).
+    /// Atomic across gateways. An unshared store answers `true`: its gateway's own
+    /// [`crate::store::replay::ReplayGuard`] decides.
+    async fn claim_signature(&self, _sig: &Signature, _now: u64) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    /// Claims the refresh of the record at `key` ([`record_key`]) for `ttl`: `true` when this
+    /// gateway may refresh it now, `false` while another gateway holds the claim. Unshared
+    /// stores always answer `true` (the process's own lock serializes refreshes).
+    async fn claim_refresh(&self, _key: &str, _ttl: std::time::Duration) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    /// Gives back a claim made by [`claim_refresh`](Self::claim_refresh).
+    async fn release_refresh(&self, _key: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Rewrites every record whose tokens are plaintext or sealed with a previous key under
+    /// the current key; returns how many were rewritten.
+    async fn reseal(&self) -> Result<usize, StoreError> {
+        Ok(0)
+    }
 }
 
 /// A verified request's signature (its MAC) and when replay protection may forget it.
@@ -530,7 +591,7 @@ pub(crate) fn parse_record_key(
 
 /// The key of one of a team's records: [`team_prefix`] + the record kind. Backends that keep
 /// keys build them here, so both lay them out alike.
-pub(crate) fn record_key(
+pub fn record_key(
     app: &str,
     team: &TeamRef,
     kind: &RecordKind,

@@ -15,11 +15,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::sealing::{self, KeyRing};
+use super::read_cache::{Lookup, ReadCache};
+use super::record::Codec;
+use super::sealing::KeyRing;
 use super::{
-    bot_key, check_id, latest_key, parse_record_key, record_key, team_prefix, user_key, Envelope,
+    bot_key, check_id, latest_key, parse_record_key, record_key, team_prefix, user_key,
     Installation, InstallationStore, RecordKind, Signature, StoreError, StoredRecord, TeamRef,
-    RECORD_VERSION,
 };
 
 const TREE: &str = "installations";
@@ -45,6 +46,7 @@ const SIGNATURE_SWEEP_MAX: usize = 4096;
 
 /// Installations in a sled database folder. Opened once per process (sled locks the folder).
 pub struct SledStore {
+    path: std::path::PathBuf,
     db: sled::Db,
     tree: sled::Tree,
     used_states: sled::Tree,
@@ -52,19 +54,10 @@ pub struct SledStore {
     signatures: sled::Tree,
     writes: tokio::sync::Mutex<()>,
     bots: AtomicU64,
-    /// Seals tokens at rest when `storage.encryption_key` is set.
-    ring: Option<KeyRing>,
+    /// Encodes records, sealing tokens at rest when `storage.encryption_key` is set.
+    codec: Codec,
     /// Decoded records recently read: the request path then skips sled and JSON decoding.
-    cache: std::sync::RwLock<ReadCache>,
-}
-
-/// Records read from the tree, decoded. A write bumps `generation` after it lands, and a
-/// read only fills the cache if no write happened since it looked at the tree, so the cache
-/// never holds a value older than the tree.
-#[derive(Default)]
-struct ReadCache {
-    generation: u64,
-    records: std::collections::HashMap<String, Arc<Installation>>,
+    cache: ReadCache,
 }
 
 /// Decoded records kept in memory at most (about 1 KiB each).
@@ -146,6 +139,7 @@ impl SledStore {
             }
         };
         Ok(SledStore {
+            path: path.to_path_buf(),
             db,
             tree,
             used_states,
@@ -153,70 +147,22 @@ impl SledStore {
             signatures,
             writes: tokio::sync::Mutex::new(()),
             bots: AtomicU64::new(bots),
-            ring,
-            cache: Default::default(),
+            codec: Codec { ring },
+            cache: ReadCache::new(READ_CACHE_MAX_RECORDS),
         })
     }
 
     /// Forgets cached copies of `keys` (all when `None`); call after the write landed.
     fn invalidate(&self, keys: Option<&[&[u8]]>) {
-        let mut c = self.cache.write().expect("cache lock");
-        c.generation += 1;
-        match keys {
-            None => c.records.clear(),
-            Some(keys) => {
-                for k in keys {
-                    c.records.remove(String::from_utf8_lossy(k).as_ref());
-                }
-            }
-        }
+        self.cache.invalidate(keys);
     }
 
-    /// A record as stored: tokens sealed for `key` when sealing is on.
     fn encode(&self, key: &str, inst: &Installation) -> Vec<u8> {
-        match &self.ring {
-            Some(ring) => encode(&sealing::seal_record(ring, key, inst.clone())),
-            None => encode(inst),
-        }
+        self.codec.encode(key, inst)
     }
 
-    /// A stored record, opened; `true` when it should be resealed.
     fn decode(&self, key: &str, bytes: &[u8]) -> Result<(Installation, bool), StoreError> {
-        let inst = decode(key, bytes)?;
-        match &self.ring {
-            Some(ring) => sealing::open_record(ring, key, inst),
-            None => Ok((inst, false)),
-        }
-    }
-
-    /// Rewrites every record whose tokens are plaintext or sealed with a previous key under
-    /// the current key. Returns how many records were rewritten.
-    pub async fn reseal(&self) -> Result<usize, StoreError> {
-        if self.ring.is_none() {
-            return Ok(0);
-        }
-        let _w = self.writes.lock().await;
-        let mut n = 0;
-        for item in self.tree.scan_prefix(b"inst/") {
-            let (k, v) = item.map_err(io)?;
-            let key = String::from_utf8_lossy(&k).into_owned();
-            let (inst, stale) = self.decode(&key, &v)?;
-            if stale {
-                // Only if nobody changed it meanwhile.
-                let new = self.encode(&key, &inst);
-                if self
-                    .tree
-                    .compare_and_swap(&k, Some(v), Some(new))
-                    .map_err(io)?
-                    .is_ok()
-                {
-                    n += 1;
-                }
-            }
-        }
-        self.invalidate(None);
-        self.db.flush_async().await.map_err(io)?;
-        Ok(n)
+        self.codec.decode(key, bytes)
     }
 
     /// The bot count once `batch` lands, with `added` bot records new and `removed` gone; a
@@ -232,21 +178,15 @@ impl SledStore {
 
     /// A record by key: from the cache, else read, decoded and cached. Shared, not copied.
     fn get(&self, key: &str) -> Result<Option<Arc<Installation>>, StoreError> {
-        let generation = {
-            let c = self.cache.read().expect("cache lock");
-            if let Some(hit) = c.records.get(key) {
-                return Ok(Some(hit.clone()));
-            }
-            c.generation
+        let generation = match self.cache.get(key) {
+            Lookup::Hit(hit) => return Ok(Some(hit)),
+            Lookup::Miss(generation) => generation,
         };
         let Some(bytes) = self.tree.get(key.as_bytes()).map_err(io)? else {
             return Ok(None);
         };
         let inst = Arc::new(self.decode(key, &bytes)?.0);
-        let mut c = self.cache.write().expect("cache lock");
-        if c.generation == generation && c.records.len() < READ_CACHE_MAX_RECORDS {
-            c.records.insert(key.to_owned(), inst.clone());
-        }
+        self.cache.fill(key, &inst, generation);
         Ok(Some(inst))
     }
 
@@ -298,31 +238,6 @@ fn expiry_key(keep_until: u64, id: &str) -> Vec<u8> {
     k.extend_from_slice(&keep_until.to_be_bytes());
     k.extend_from_slice(id.as_bytes());
     k
-}
-
-fn decode(key: &str, bytes: &[u8]) -> Result<Installation, StoreError> {
-    let env: Envelope = serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-        key: key.to_owned(),
-        reason: e.to_string(),
-    })?;
-    if env.v != RECORD_VERSION {
-        return Err(StoreError::Corrupt {
-            key: key.to_owned(),
-            reason: format!(
-                "record version {} is newer than this gateway ({RECORD_VERSION})",
-                env.v
-            ),
-        });
-    }
-    Ok(env.installation)
-}
-
-fn encode(inst: &Installation) -> Vec<u8> {
-    serde_json::to_vec(&Envelope {
-        v: RECORD_VERSION,
-        installation: inst.clone(),
-    })
-    .expect("an installation always serializes")
 }
 
 /// Creates the store folder readable by its owner only.
@@ -546,6 +461,38 @@ impl InstallationStore for SledStore {
         // one batch at a time, so under load a flush covers many signatures.
         self.db.flush_async().await.map_err(io)?;
         Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!("sled at {}", self.path.display())
+    }
+
+    async fn reseal(&self) -> Result<usize, StoreError> {
+        if self.codec.ring.is_none() {
+            return Ok(0);
+        }
+        let _w = self.writes.lock().await;
+        let mut n = 0;
+        for item in self.tree.scan_prefix(b"inst/") {
+            let (k, v) = item.map_err(io)?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let (inst, stale) = self.decode(&key, &v)?;
+            if stale {
+                // Only if nobody changed it meanwhile.
+                let new = self.encode(&key, &inst);
+                if self
+                    .tree
+                    .compare_and_swap(&k, Some(v), Some(new))
+                    .map_err(io)?
+                    .is_ok()
+                {
+                    n += 1;
+                }
+            }
+        }
+        self.invalidate(None);
+        self.db.flush_async().await.map_err(io)?;
+        Ok(n)
     }
 
     async fn recent_signatures(&self, now: u64) -> Result<Vec<Signature>, StoreError> {

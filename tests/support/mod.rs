@@ -21,6 +21,7 @@ pub mod fake_oidc;
 pub mod fake_slack;
 pub mod forwarding;
 pub mod oauth_harness;
+pub mod postgres;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
