@@ -24,6 +24,11 @@ pub async fn handle(gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<Body>
         (&Method::GET, "/readyz") => {
             if gw.is_draining() {
                 text(StatusCode::SERVICE_UNAVAILABLE, "draining")
+            } else if let Some(why) = gw.store.unavailable() {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("store unavailable: {}: {why}", gw.store.describe()),
+                )
             } else {
                 text(StatusCode::OK, "ready")
             }
@@ -147,7 +152,7 @@ async fn installations(gw: &Gateway, method: &Method, path: &str) -> Response<Bo
             tracing::error!(error = %e, "admin: listing installations failed");
             return text(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "installation store unavailable",
+                "store_unavailable",
             );
         }
     };
@@ -185,7 +190,7 @@ async fn installations(gw: &Gateway, method: &Method, path: &str) -> Response<Bo
                     tracing::error!(error = %e, "admin: delete failed");
                     text(
                         StatusCode::SERVICE_UNAVAILABLE,
-                        "installation store unavailable",
+                        "store_unavailable",
                     )
                 }
             }

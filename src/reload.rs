@@ -139,6 +139,8 @@ pub fn keep_restart_only(old: &Config, mut new: Config) -> Config {
         new.server.max_connections = old.server.max_connections;
     }
     let storage_changed = old.storage.path != new.storage.path
+        || old.storage.backend != new.storage.backend
+        || old.storage.postgres != new.storage.postgres
         || old.storage.encryption_key != new.storage.encryption_key
         || old.storage.previous_encryption_keys != new.storage.previous_encryption_keys;
     if storage_changed {

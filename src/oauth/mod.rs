@@ -66,6 +66,9 @@ impl InstallError {
             InstallError::ExpiredState => "expired_state".into(),
             InstallError::InvalidBrowser => "invalid_browser".into(),
             InstallError::Access(e) | InstallError::AuthTest(e) => e.code().to_owned(),
+            InstallError::Store(crate::store::StoreError::Unavailable(_)) => {
+                "store_unavailable".into()
+            }
             InstallError::Store(_) => "storage_error".into(),
         }
     }

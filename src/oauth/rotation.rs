@@ -7,6 +7,18 @@
 //! lock and, once they hold it, re-read the store first, finding the token the winner saved.
 //! The new tokens are persisted (flushed) before anyone uses them. If Slack answers
 //! `invalid_refresh_token` (another replica won), the store is re-read before giving up.
+//!
+//! Across gateways sharing a store (PostgreSQL), the one holding the process lock also claims
+//! a lease on the record in the store ([`crate::store::InstallationStore::claim_refresh`]):
+//! one short `INSERT ... ON CONFLICT DO UPDATE ... WHERE` that succeeds for one gateway
+//! until the lease lapses (the Slack call's timeout plus a margin) or is given back. The
+//! Slack call is made holding no database connection or transaction (a row lock held over
+//! it would pin a pooled connection per waiting gateway, and session advisory locks break
+//! behind PgBouncer). After the claim the record is read again, so a gateway that claims
+//! just after another wrote never spends the already spent refresh token. A gateway that
+//! loses the claim keeps using the current token while it has not expired (the refresh
+//! starts up to `token_rotation_refresh_before` early), and waits for the winner's write
+//! only when it has.
 
 use std::sync::Arc;
 
@@ -24,7 +36,14 @@ pub enum RotationError {
     Store(#[from] StoreError),
     #[error("the installation was removed while its token was being refreshed")]
     Gone,
+    #[error("another gateway is refreshing the expired token and has not finished in time")]
+    Pending,
 }
+
+/// How long a refresh lease outlives the Slack call's own timeout.
+const LEASE_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often a gateway waiting on another's refresh looks for its result.
+const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The token fields of one kind of record.
 fn token_fields<'a>(
@@ -103,6 +122,79 @@ async fn refresh(
         {
             return Ok(current);
         }
+        if token_fields(&current, &kind).1.is_none() {
+            return Ok(current);
+        }
+        // Across gateways: one claims the refresh, the others use or wait for its result.
+        let record = crate::store::record_key(app, team, &kind)?;
+        let lease = cfg.slack.api_timeout + LEASE_MARGIN;
+        match gw.store.claim_refresh(&record, lease).await {
+            Ok(true) => {}
+            Ok(false) => {
+                gw.metrics.token_refresh("other_gateway");
+                if !needs_refresh(&current, &kind, 0, unix_now()) {
+                    return Ok(current);
+                }
+                return wait_for_other(gw, app, team, &kind, &current, lease).await;
+            }
+            Err(e) => {
+                if !needs_refresh(&current, &kind, 0, unix_now()) {
+                    tracing::warn!(team = %team.admin_id(), error = %e, "cannot claim the token refresh; using the current token until it expires");
+                    return Ok(current);
+                }
+                return Err(e.into());
+            }
+        }
+        let result = refresh_claimed(gw, live, app, team, &kind, before).await;
+        if let Err(e) = gw.store.release_refresh(&record).await {
+            tracing::debug!(error = %e, "cannot give back the refresh lease; it lapses by itself");
+        }
+        result
+    }
+    .await;
+    gw.rotator.release(&key, lock);
+    result
+}
+
+/// Waits for another gateway's refresh of an expired token to be written, for at most `lease`.
+async fn wait_for_other(
+    gw: &Gateway,
+    app: &str,
+    team: &TeamRef,
+    kind: &RecordKind,
+    current: &Installation,
+    lease: std::time::Duration,
+) -> Result<Installation, RotationError> {
+    let deadline = tokio::time::Instant::now() + lease;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(WAIT_POLL).await;
+        let now = read(gw, app, team, kind).await?.ok_or(RotationError::Gone)?;
+        if token_fields(&now, kind).0 != token_fields(current, kind).0
+            && !needs_refresh(&now, kind, 0, unix_now())
+        {
+            return Ok(now);
+        }
+    }
+    Err(RotationError::Pending)
+}
+
+/// The refresh itself, by the gateway holding the claim: the record read again (a gateway
+/// that held the claim before may have written), Slack called, the result written.
+async fn refresh_claimed(
+    gw: &Gateway,
+    live: &Live,
+    app: &str,
+    team: &TeamRef,
+    kind: &RecordKind,
+    before: u64,
+) -> Result<Installation, RotationError> {
+    let cfg = &live.config;
+    let kind = kind.clone();
+    {
+        let current = read(gw, app, team, &kind).await?.ok_or(RotationError::Gone)?;
+        if !needs_refresh(&current, &kind, before, unix_now()) {
+            return Ok(current);
+        }
         let (_, Some(refresh_token), _) = token_fields(&current, &kind) else {
             return Ok(current);
         };
@@ -169,9 +261,6 @@ async fn refresh(
             }
         }
     }
-    .await;
-    gw.rotator.release(&key, lock);
-    result
 }
 
 fn kind_name(kind: &RecordKind) -> &'static str {

@@ -59,7 +59,7 @@ impl ProxyError {
     /// The short reason sent to the client: no internals, no secrets.
     pub fn client_reason(&self) -> String {
         match self {
-            ProxyError::Store(_) => "installation store unavailable".to_owned(),
+            ProxyError::Store(_) => "store_unavailable".to_owned(),
             ProxyError::Rotation(_) => "token refresh failed".to_owned(),
             ProxyError::UpstreamUnavailable(_) => "upstream unavailable".to_owned(),
             ProxyError::UpstreamTimeout(_) => "upstream timed out".to_owned(),

@@ -154,7 +154,7 @@ pub(crate) async fn decide(
 ) -> Result<Step, ProxyError> {
     let kind = payload::content_kind(signed.content_type, body);
 
-    if let Err(reason) = verify_signature(gw, live, signed, body) {
+    if let Err(reason) = verify_signature(gw, live, signed, body).await {
         // Slack's one unsigned request (a form it declares as one); answered, never
         // forwarded.
         if signed.content_type.is_some() && payload::is_ssl_check(kind, body) {
@@ -179,7 +179,16 @@ pub(crate) async fn decide(
         _ => {}
     }
 
-    let resolved = resolve_installation(gw, live, identity).await?;
+    // A store that does not answer (a database gone away) is refused in time for Slack to
+    // retry; a cached installation never waits on it.
+    let timeout = live.config.upstream.timeout;
+    let resolved = tokio::time::timeout(timeout, resolve_installation(gw, live, identity))
+        .await
+        .map_err(|_| {
+            ProxyError::Store(StoreError::Unavailable(format!(
+                "no answer within upstream.timeout ({timeout:?})"
+            )))
+        })??;
     if matches!(action, Action::Uninstalled | Action::TokensRevoked { .. }) {
         // Boxed: rare, and its future would otherwise enlarge every request's.
         Box::pin(apply_lifecycle(gw, live, &action, &resolved)).await?;
@@ -208,8 +217,9 @@ pub(crate) fn rewrite_and_inject(
 }
 
 /// Stage 2: the signature, against the current and previous signing secrets.
-/// With `server.replay_protection`, an exact replay inside the window is refused too.
-fn verify_signature(
+/// With `server.replay_protection`, an exact replay inside the window is refused too (by
+/// every gateway sharing the store, see [`crate::store::replay::ReplayGuard::admit`]).
+async fn verify_signature(
     gw: &Gateway,
     live: &Live,
     signed: Signed<'_>,
@@ -222,7 +232,8 @@ fn verify_signature(
     if live.config.server.replay_protection
         && !gw
             .replay
-            .first_sighting(verified.mac, verified.timestamp, now)
+            .admit(verified.mac, verified.timestamp, now)
+            .await
     {
         return Err(SignatureError::Replayed);
     }

@@ -7,6 +7,13 @@
 //! timestamp and signature, so they pass. The set is sharded to keep lock contention off the
 //! request path.
 //!
+//! Gateways sharing a store (PostgreSQL) refuse each other's replays: after the local check,
+//! a first sighting is claimed in the store ([`InstallationStore::claim_signature`], one
+//! `INSERT ... ON CONFLICT DO NOTHING` into an unlogged table), and a signature another
+//! gateway claimed first is a replay. While the store is unavailable each gateway checks
+//! alone, and the request is not held up: a claim that takes longer than [`CLAIM_TIMEOUT`]
+//! counts as a first sighting.
+//!
 //! A restart must not forget them: each first sighting is also handed to a journal task
 //! ([`ReplayGuard::start`]) that writes them to the store in batches, durably, behind the
 //! request path; at start the ones not yet forgotten are read back. A request accepted just
@@ -24,6 +31,9 @@ const SHARDS: usize = 16;
 /// Expired entries of a shard are swept when it grows past this many.
 const SWEEP_AT: usize = 4096;
 
+/// How long a shared store's claim may take before the local check alone decides.
+pub const CLAIM_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Signatures written to the store in one batch at most.
 const JOURNAL_BATCH_MAX: usize = 4096;
 
@@ -32,6 +42,8 @@ pub struct ReplayGuard {
     shards: Vec<Mutex<Shard>>,
     /// Where first sightings go to be written to the store; unset until [`Self::start`].
     journal: OnceLock<mpsc::UnboundedSender<Journal>>,
+    /// A store shared with other gateways, where first sightings are claimed.
+    shared: OnceLock<Arc<dyn InstallationStore>>,
 }
 
 /// What the journal task is told.
@@ -52,6 +64,7 @@ impl Default for ReplayGuard {
         ReplayGuard {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             journal: OnceLock::new(),
+            shared: OnceLock::new(),
         }
     }
 }
@@ -60,7 +73,7 @@ impl ReplayGuard {
     /// Records a signature first seen now with request timestamp `ts`; false when it was
     /// already seen (a replay).
     pub fn first_sighting(&self, signature: [u8; 32], ts: u64, now: u64) -> bool {
-        let forget_at = ts.max(now) + MAX_CLOCK_SKEW_SECS + 1;
+        let forget_at = forget_at(ts, now);
         let mut shard = self.shards[signature[0] as usize % SHARDS]
             .lock()
             .expect("replay shard");
@@ -84,12 +97,46 @@ impl ReplayGuard {
         }
     }
 
+    /// [`Self::first_sighting`], then, with a shared store, the claim that makes it a first
+    /// sighting across every gateway sharing it.
+    pub async fn admit(&self, signature: [u8; 32], ts: u64, now: u64) -> bool {
+        if !self.first_sighting(signature, ts, now) {
+            return false;
+        }
+        let Some(store) = self.shared.get() else {
+            return true;
+        };
+        if store.unavailable().is_some() {
+            return true;
+        }
+        let sig = Signature {
+            mac: signature,
+            forget_at: forget_at(ts, now),
+        };
+        match tokio::time::timeout(CLAIM_TIMEOUT, store.claim_signature(&sig, now)).await {
+            Ok(Ok(first)) => first,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "replay claim failed; checked by this gateway alone");
+                true
+            }
+            Err(_) => {
+                tracing::debug!("replay claim timed out; checked by this gateway alone");
+                true
+            }
+        }
+    }
+
     /// Reads back the signatures `store` remembers, then journals every first sighting to
-    /// it. Call once, before serving.
+    /// it. Call once, before serving. A shared store needs neither: first sightings are
+    /// claimed in it as they happen ([`Self::admit`]).
     pub async fn start(
         &self,
         store: Arc<dyn InstallationStore>,
     ) -> Result<tokio::task::JoinHandle<()>, StoreError> {
+        if store.is_shared() {
+            let _ = self.shared.set(store);
+            return Ok(tokio::spawn(async {}));
+        }
         let now = crate::http::unix_now();
         for s in store.recent_signatures(now).await? {
             let mut shard = self.shards[s.mac[0] as usize % SHARDS]
@@ -115,6 +162,12 @@ impl ReplayGuard {
             let _ = written.await;
         }
     }
+}
+
+/// When a signature first seen at `now` with timestamp `ts` may be forgotten: once the
+/// timestamp has left the window.
+fn forget_at(ts: u64, now: u64) -> u64 {
+    ts.max(now) + MAX_CLOCK_SKEW_SECS + 1
 }
 
 /// The journal task: writes first sightings to the store, as many per batch as have
