@@ -18,8 +18,12 @@ fn read(rel: &str) -> String {
 }
 
 fn compose() -> Yaml {
-    let docs = YamlLoader::load_from_str(&read("docker-compose.yml"))
-        .unwrap_or_else(|e| panic!("docker-compose.yml is not YAML: {e}"));
+    compose_at("docker-compose.yml")
+}
+
+fn compose_at(rel: &str) -> Yaml {
+    let docs = YamlLoader::load_from_str(&read(rel))
+        .unwrap_or_else(|e| panic!("{rel} is not YAML: {e}"));
     assert_eq!(docs.len(), 1);
     docs.into_iter().next().unwrap()
 }
@@ -77,16 +81,68 @@ fn environment(
 }
 
 fn check_with_env(env: &BTreeMap<String, String>) -> std::process::Output {
+    check_config_with_env("docker/gateway.toml", env)
+}
+
+fn check_config_with_env(rel: &str, env: &BTreeMap<String, String>) -> std::process::Output {
     Command::new(BIN)
         .arg("check")
         .env_clear()
         .envs(env)
-        .env(
-            "SLACK_GATEWAY_CONFIG",
-            Path::new(ROOT).join("docker/gateway.toml"),
-        )
+        .env("SLACK_GATEWAY_CONFIG", Path::new(ROOT).join(rel))
         .output()
         .unwrap()
+}
+
+/// The replicas example (README, "Running several replicas"): both gateways get what their
+/// config needs from compose, mount the config compose names, and `check` shows the
+/// database without its password.
+#[test]
+fn the_replicas_example_config_loads_with_what_its_compose_provides() {
+    let c = compose_at("examples/replicas/docker-compose.yml");
+    let secrets = BTreeMap::from([
+        ("SLACK_CLIENT_ID", "111.222"),
+        ("SLACK_CLIENT_SECRET", "compose-client-secret"),
+        ("SLACK_SIGNING_SECRET", "compose-signing-secret"),
+        ("GATEWAY_ADMIN_TOKEN", "compose-admin-token"),
+        (
+            "GATEWAY_ENCRYPTION_KEY",
+            "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+        ),
+        ("POSTGRES_PASSWORD", "compose-db-password-3f9a"),
+    ]);
+    for name in ["gateway-a", "gateway-b"] {
+        let gateway = &c["services"][name];
+        let (mut env, missing) = environment(gateway, &secrets);
+        assert!(missing.is_empty(), "{name}: {missing:?}");
+        let config = env.remove("SLACK_GATEWAY_CONFIG").expect("names its config");
+        assert!(
+            strings(&gateway["volumes"])
+                .iter()
+                .any(|v| v == &format!("./gateway.toml:{config}:ro")),
+            "{name} mounts the config it names"
+        );
+        let out = check_config_with_env("examples/replicas/gateway.toml", &env);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert!(stdout.contains("backend = \"postgres\""), "{stdout}");
+        assert!(
+            stdout.contains("postgres://gateway@postgres:5432/gateway"),
+            "{stdout}"
+        );
+        for (key, secret) in &secrets {
+            if *key != "SLACK_CLIENT_ID" {
+                assert!(!stdout.contains(secret) && !stderr.contains(secret), "{key} shown");
+            }
+        }
+    }
+    // The database the gateways reach is the one compose runs, with the same password.
+    let pg = environment(&c["services"]["postgres"], &secrets).0;
+    assert_eq!(pg["POSTGRES_PASSWORD"], "compose-db-password-3f9a");
+    assert_eq!(pg["POSTGRES_USER"], "gateway");
 }
 
 #[test]
