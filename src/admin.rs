@@ -150,10 +150,7 @@ async fn installations(gw: &Gateway, method: &Method, path: &str) -> Response<Bo
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "admin: listing installations failed");
-            return text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-            );
+            return text(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable");
         }
     };
     let summaries = summarize(records);
@@ -188,10 +185,7 @@ async fn installations(gw: &Gateway, method: &Method, path: &str) -> Response<Bo
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "admin: delete failed");
-                    text(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "store_unavailable",
-                    )
+                    text(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
                 }
             }
         }

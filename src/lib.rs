@@ -13,8 +13,9 @@
 //! 2. **Config** ([`config`]): `gateway.toml` parsed into a raw mirror, then validated into a
 //!    [`config::Config`]; secrets, `${VAR}` expansion, per-section rules.
 //! 3. **Protocol and storage**: [`slack`] (signatures, payload identity, the Web API client,
-//!    id_token verification), [`store`] (the storage trait, its contract, the sled and memory
-//!    backends, token sealing, the replay guard and refresh locks), [`upstream`] (the target,
+//!    id_token verification), [`store`] (the storage trait, its contract, the sled, PostgreSQL and
+//!    memory backends, token sealing, the replay guard and refresh locks; PostgreSQL lets
+//!    several gateways share installations, states, replay checks and refresh leases), [`upstream`] (the target,
 //!    the per-connection hyper client, the response framing rules both transports share),
 //!    [`tls`] (the certificate the public listener presents, hot-swapped), [`pages`] (the
 //!    gateway's own HTML pages and the install link, built once per config). The OAuth
@@ -112,7 +113,10 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn InstallationStore>, S
         (Backend::Postgres, Some(pg)) => Ok(Arc::new(
             PgStore::open(pg, ring, store::postgres::Timeouts::default()).await?,
         )),
-        _ => Ok(Arc::new(SledStore::open_sealed(&config.storage.path, ring)?)),
+        _ => Ok(Arc::new(SledStore::open_sealed(
+            &config.storage.path,
+            ring,
+        )?)),
     }
 }
 

@@ -22,8 +22,8 @@ fn compose() -> Yaml {
 }
 
 fn compose_at(rel: &str) -> Yaml {
-    let docs = YamlLoader::load_from_str(&read(rel))
-        .unwrap_or_else(|e| panic!("{rel} is not YAML: {e}"));
+    let docs =
+        YamlLoader::load_from_str(&read(rel)).unwrap_or_else(|e| panic!("{rel} is not YAML: {e}"));
     assert_eq!(docs.len(), 1);
     docs.into_iter().next().unwrap()
 }
@@ -115,7 +115,9 @@ fn the_replicas_example_config_loads_with_what_its_compose_provides() {
         let gateway = &c["services"][name];
         let (mut env, missing) = environment(gateway, &secrets);
         assert!(missing.is_empty(), "{name}: {missing:?}");
-        let config = env.remove("SLACK_GATEWAY_CONFIG").expect("names its config");
+        let config = env
+            .remove("SLACK_GATEWAY_CONFIG")
+            .expect("names its config");
         assert!(
             strings(&gateway["volumes"])
                 .iter()
@@ -135,7 +137,10 @@ fn the_replicas_example_config_loads_with_what_its_compose_provides() {
         );
         for (key, secret) in &secrets {
             if *key != "SLACK_CLIENT_ID" {
-                assert!(!stdout.contains(secret) && !stderr.contains(secret), "{key} shown");
+                assert!(
+                    !stdout.contains(secret) && !stderr.contains(secret),
+                    "{key} shown"
+                );
             }
         }
     }

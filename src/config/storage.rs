@@ -285,7 +285,15 @@ mod tests {
         for ok in ["slack_gateway", "gw2", "_x"] {
             assert!(valid_schema(ok), "{ok}");
         }
-        for bad in ["", "Gw", "1gw", "a-b", "a;drop", "pg_catalog", &"x".repeat(64)] {
+        for bad in [
+            "",
+            "Gw",
+            "1gw",
+            "a-b",
+            "a;drop",
+            "pg_catalog",
+            &"x".repeat(64),
+        ] {
             assert!(!valid_schema(bad), "{bad}");
         }
     }

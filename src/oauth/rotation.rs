@@ -168,7 +168,9 @@ async fn wait_for_other(
     let deadline = tokio::time::Instant::now() + lease;
     while tokio::time::Instant::now() < deadline {
         tokio::time::sleep(WAIT_POLL).await;
-        let now = read(gw, app, team, kind).await?.ok_or(RotationError::Gone)?;
+        let now = read(gw, app, team, kind)
+            .await?
+            .ok_or(RotationError::Gone)?;
         if token_fields(&now, kind).0 != token_fields(current, kind).0
             && !needs_refresh(&now, kind, 0, unix_now())
         {
@@ -191,7 +193,9 @@ async fn refresh_claimed(
     let cfg = &live.config;
     let kind = kind.clone();
     {
-        let current = read(gw, app, team, &kind).await?.ok_or(RotationError::Gone)?;
+        let current = read(gw, app, team, &kind)
+            .await?
+            .ok_or(RotationError::Gone)?;
         if !needs_refresh(&current, &kind, before, unix_now()) {
             return Ok(current);
         }
@@ -235,7 +239,9 @@ async fn refresh_claimed(
             }
             Err(ApiError::Slack(code)) if code == "invalid_refresh_token" => {
                 // Another process may have spent the refresh token: its result is in the store.
-                let reread = read(gw, app, team, &kind).await?.ok_or(RotationError::Gone)?;
+                let reread = read(gw, app, team, &kind)
+                    .await?
+                    .ok_or(RotationError::Gone)?;
                 let (_, reread_refresh, _) = token_fields(&reread, &kind);
                 if reread_refresh != Some(refresh_token)
                     && !needs_refresh(&reread, &kind, 0, unix_now())

@@ -230,10 +230,7 @@ async fn verify_signature(
         .signing_keys
         .verify(signed.timestamp, signed.signature, body, now)?;
     if live.config.server.replay_protection
-        && !gw
-            .replay
-            .admit(verified.mac, verified.timestamp, now)
-            .await
+        && !gw.replay.admit(verified.mac, verified.timestamp, now).await
     {
         return Err(SignatureError::Replayed);
     }

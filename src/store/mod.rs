@@ -369,7 +369,11 @@ pub trait InstallationStore: Send + Sync + 'static {
     /// Claims the refresh of the record at `key` ([`record_key`]) for `ttl`: `true` when this
     /// gateway may refresh it now, `false` while another gateway holds the claim. Unshared
     /// stores always answer `true` (the process's own lock serializes refreshes).
-    async fn claim_refresh(&self, _key: &str, _ttl: std::time::Duration) -> Result<bool, StoreError> {
+    async fn claim_refresh(
+        &self,
+        _key: &str,
+        _ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
         Ok(true)
     }
 
@@ -591,11 +595,7 @@ pub(crate) fn parse_record_key(
 
 /// The key of one of a team's records: [`team_prefix`] + the record kind. Backends that keep
 /// keys build them here, so both lay them out alike.
-pub fn record_key(
-    app: &str,
-    team: &TeamRef,
-    kind: &RecordKind,
-) -> Result<String, StoreError> {
+pub fn record_key(app: &str, team: &TeamRef, kind: &RecordKind) -> Result<String, StoreError> {
     match kind {
         RecordKind::Bot => bot_key(app, team),
         RecordKind::Latest => latest_key(app, team),

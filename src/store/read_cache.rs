@@ -66,7 +66,8 @@ impl ReadCache {
             None => c.records.clear(),
             Some(keys) => {
                 for k in keys {
-                    c.records.remove(String::from_utf8_lossy(k.as_ref()).as_ref());
+                    c.records
+                        .remove(String::from_utf8_lossy(k.as_ref()).as_ref());
                 }
             }
         }

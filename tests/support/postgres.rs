@@ -18,7 +18,13 @@ pub fn database_url() -> String {
 pub fn schema_name(tag: &str) -> String {
     let tag: String = tag
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .take(30)
         .collect();
     format!("t_{tag}_{:08x}", rand::random::<u32>())

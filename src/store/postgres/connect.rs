@@ -103,7 +103,10 @@ impl rustls::client::danger::ServerCertVerifier for Unverified {
     }
 }
 
-pub(super) fn open_err(url: &DatabaseUrl, e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+pub(super) fn open_err(
+    url: &DatabaseUrl,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> StoreError {
     StoreError::Open {
         path: format!("PostgreSQL {url}"),
         source: Box::new(e),

@@ -94,7 +94,9 @@ impl Shared {
         let mut down = self.down.lock().expect("health lock");
         match (&*down, &reason) {
             (None, Some(r)) => tracing::error!(reason = %r, "installation store unavailable"),
-            (Some(_), None) => tracing::info!(store = %self.shown, "installation store available again"),
+            (Some(_), None) => {
+                tracing::info!(store = %self.shown, "installation store available again")
+            }
             _ => {}
         }
         *down = reason;
@@ -195,7 +197,11 @@ impl PgStore {
     }
 
     /// A record read from the database, decoded; cached unless something changed meanwhile.
-    async fn fetch(&self, key: &str, generation: u64) -> Result<Option<Arc<Installation>>, StoreError> {
+    async fn fetch(
+        &self,
+        key: &str,
+        generation: u64,
+    ) -> Result<Option<Arc<Installation>>, StoreError> {
         let row = self
             .op(async {
                 let c = self.client().await?;
@@ -274,7 +280,9 @@ impl PgStore {
                     .chain(deleted.iter().map(String::as_str))
                     .collect();
                 if !touched.is_empty() {
-                    tx.execute(&sql.log_changes, &[&touched]).await.map_err(db)?;
+                    tx.execute(&sql.log_changes, &[&touched])
+                        .await
+                        .map_err(db)?;
                     let mut payload = touched.join("\n");
                     if payload.len() > NOTIFY_MAX {
                         payload = "*".to_owned();
@@ -291,7 +299,9 @@ impl PgStore {
         let mut keys: Vec<&str> = rows.iter().map(|(k, _)| k.as_str()).collect();
         keys.extend(deleted.iter().map(String::as_str));
         self.shared.cache.invalidate(Some(&keys));
-        self.shared.bots.store(bots.max(0) as u64, Ordering::Relaxed);
+        self.shared
+            .bots
+            .store(bots.max(0) as u64, Ordering::Relaxed);
         Ok(deleted)
     }
 
@@ -475,7 +485,10 @@ impl InstallationStore for PgStore {
 
     async fn mark_state_used(&self, id: &str, keep_until: u64) -> Result<bool, StoreError> {
         let until = keep_until.min(i64::MAX as u64) as i64;
-        Ok(self.execute(&self.shared.sql.mark_state, &[&id, &until]).await? == 1)
+        Ok(self
+            .execute(&self.shared.sql.mark_state, &[&id, &until])
+            .await?
+            == 1)
     }
 
     async fn sweep_used_states(&self, now: u64, limit: usize) -> Result<usize, StoreError> {
@@ -626,10 +639,16 @@ mod tests {
         let end = range_end("inst/app/-/T1/");
         assert_eq!(end, "inst/app/-/T10");
         for inside in ["inst/app/-/T1/bot", "inst/app/-/T1/user/U1"] {
-            assert!(inside >= "inst/app/-/T1/" && inside < end.as_str(), "{inside}");
+            assert!(
+                inside >= "inst/app/-/T1/" && inside < end.as_str(),
+                "{inside}"
+            );
         }
         for outside in ["inst/app/-/T10/bot", "inst/app/-/T1", "inst/app/-/T2/bot"] {
-            assert!(!(outside >= "inst/app/-/T1/" && outside < end.as_str()), "{outside}");
+            assert!(
+                !(outside >= "inst/app/-/T1/" && outside < end.as_str()),
+                "{outside}"
+            );
         }
         assert_eq!(kind_of("inst/a/-/T/user/U1"), "user");
         assert_eq!(kind_of("inst/a/-/T/bot"), "bot");

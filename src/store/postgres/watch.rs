@@ -53,7 +53,13 @@ async fn watch(shared: &Arc<Shared>) -> Result<(), String> {
     )
     .await
     .map_err(|_| format!("cannot reach {}: timed out", shared.hosts))?
-    .map_err(|e| format!("cannot reach {}: {}", shared.hosts, crate::store::error_chain(&e)))?;
+    .map_err(|e| {
+        format!(
+            "cannot reach {}: {}",
+            shared.hosts,
+            crate::store::error_chain(&e)
+        )
+    })?;
     // The connection's messages: notifications go to `notes`, the end to `ended`.
     let (notes_tx, mut notes) = tokio::sync::mpsc::unbounded_channel::<String>();
     let driver = tokio::spawn(async move {
@@ -81,7 +87,10 @@ async fn watch(shared: &Arc<Shared>) -> Result<(), String> {
         .batch_execute(&format!("LISTEN \"{}\"", shared.sql.channel))
         .await
         .map_err(lost)?;
-    let poll = client.prepare(&shared.sql.poll_changes).await.map_err(lost)?;
+    let poll = client
+        .prepare(&shared.sql.poll_changes)
+        .await
+        .map_err(lost)?;
     let window = POLL_WINDOW.as_millis() as i64;
     // Listening, and the changes so far are known: whatever the cache holds may be stale (a
     // change while the connection was down was heard by nobody), so it goes whole.
@@ -148,7 +157,9 @@ async fn housekeep(
     let bots: i64 = client.query_one(&shared.sql.count_bots, &[]).await?.get(0);
     shared.bots.store(bots.max(0) as u64, Ordering::Relaxed);
     let now = crate::http::unix_now() as i64;
-    client.execute(&shared.sql.forget_signatures, &[&now]).await?;
+    client
+        .execute(&shared.sql.forget_signatures, &[&now])
+        .await?;
     client.execute(&shared.sql.prune_changes, &[]).await?;
     Ok(())
 }
