@@ -113,9 +113,12 @@ pub(super) fn open_err(
     }
 }
 
-/// True for errors that waiting cannot cure: a refused login, a database that does not exist.
+/// True for errors that waiting cannot cure: a refused login, a database that does not exist,
+/// a server certificate that does not verify (`sslmode=require`).
 fn is_final(e: &tokio_postgres::Error) -> bool {
-    matches!(
+    // rustls' reason reaches us as text inside an io::Error.
+    crate::store::error_chain(e).contains("invalid peer certificate")
+        || matches!(
         e.code(),
         Some(c) if *c == SqlState::INVALID_PASSWORD
             || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
