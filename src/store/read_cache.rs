@@ -50,12 +50,20 @@ impl ReadCache {
         self.inner.read().expect("cache lock").generation
     }
 
-    /// Caches `inst` read at `generation`, unless something was invalidated since.
+    /// Caches `inst` read at `generation`, unless something was invalidated since. A full
+    /// cache makes room by forgetting an arbitrary record (a cheap stand-in for LRU: hot
+    /// records come straight back).
     pub fn fill(&self, key: &str, inst: &Arc<Installation>, generation: u64) {
         let mut c = self.inner.write().expect("cache lock");
-        if c.generation == generation && c.records.len() < self.max {
-            c.records.insert(key.to_owned(), inst.clone());
+        if c.generation != generation {
+            return;
         }
+        if c.records.len() >= self.max {
+            if let Some(victim) = c.records.keys().next().cloned() {
+                c.records.remove(&victim);
+            }
+        }
+        c.records.insert(key.to_owned(), inst.clone());
     }
 
     /// Forgets `keys` (every record when `None`); call after the write landed.
@@ -76,5 +84,27 @@ impl ReadCache {
     /// How many records are cached.
     pub fn len(&self) -> usize {
         self.inner.read().expect("cache lock").records.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fill_after_an_invalidation_is_dropped_and_a_full_cache_makes_room() {
+        let c = ReadCache::new(2);
+        let inst = Arc::new(Installation::default());
+        let Lookup::Miss(g) = c.get("a") else { panic!("empty") };
+        c.invalidate(Some(&["a"]));
+        c.fill("a", &inst, g);
+        assert!(matches!(c.get("a"), Lookup::Miss(_)), "read before a write: not cached");
+        for k in ["a", "b", "c"] {
+            c.fill(k, &inst, c.generation());
+        }
+        assert_eq!(c.len(), 2, "bounded");
+        assert!(matches!(c.get("c"), Lookup::Hit(_)), "the newest is in");
+        c.invalidate::<&[u8]>(None);
+        assert_eq!(c.len(), 0);
     }
 }

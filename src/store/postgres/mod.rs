@@ -39,8 +39,9 @@ use crate::config::PostgresConfig;
 use sql::Sql;
 use watch::AbortOnDrop;
 
-/// Decoded records kept in memory at most per replica (about 1 KiB each).
-const READ_CACHE_MAX_RECORDS: usize = 200_000;
+/// Decoded records kept in memory at most per replica (about 1 KiB each); past it, a miss
+/// evicts an arbitrary record.
+const READ_CACHE_MAX_RECORDS: usize = 50_000;
 /// A NOTIFY payload holds at most 8000 bytes; past this the payload says "everything".
 const NOTIFY_MAX: usize = 7000;
 
