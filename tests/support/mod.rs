@@ -21,7 +21,9 @@ pub mod fake_oidc;
 pub mod fake_slack;
 pub mod forwarding;
 pub mod oauth_harness;
+pub mod pg_binary;
 pub mod postgres;
+pub mod tcp_relay;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
