@@ -45,14 +45,72 @@ pub fn write_config_with(
     slack_lines: &str,
     extra: &str,
 ) -> (PathBuf, u16, u16) {
+    let storage = format!("[storage]\npath = \"{}\"\n", dir.join("data").display());
+    write_config_sections(
+        dir,
+        upstream,
+        &Sections {
+            scopes,
+            slack_lines,
+            oauth_lines: "",
+            storage: &storage,
+            extra,
+        },
+    )
+}
+
+/// Like [`write_config_with`] on PostgreSQL: `storage` is a whole `[storage]` section (e.g.
+/// [`super::postgres::Schema::toml`]); `extra` is appended after it.
+pub fn write_config_pg(
+    dir: &Path,
+    upstream: SocketAddr,
+    scopes: &str,
+    slack_lines: &str,
+    storage: &str,
+    extra: &str,
+) -> (PathBuf, u16, u16) {
+    write_config_sections(
+        dir,
+        upstream,
+        &Sections {
+            scopes,
+            slack_lines,
+            oauth_lines: "",
+            storage,
+            extra,
+        },
+    )
+}
+
+/// The parts of a config a test chooses; the rest (ports, signing secret, upstream) is fixed.
+pub struct Sections<'a> {
+    /// The `oauth.scopes` list's inside, e.g. `"\"chat:write\""`.
+    pub scopes: &'a str,
+    /// `[slack]` lines before `signing_secret` (the client, or a fake Slack's).
+    pub slack_lines: &'a str,
+    /// More `[oauth]` lines.
+    pub oauth_lines: &'a str,
+    /// The whole `[storage]` section, header included.
+    pub storage: &'a str,
+    /// Appended after `storage` (more `[storage]` keys, or further sections).
+    pub extra: &'a str,
+}
+
+/// A config for the binary on free ports in `dir/gateway.toml`: its path and the public and
+/// admin ports.
+pub fn write_config_sections(
+    dir: &Path,
+    upstream: SocketAddr,
+    s: &Sections<'_>,
+) -> (PathBuf, u16, u16) {
     let (public, admin) = (free_port(), free_port());
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:{public}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nshutdown_grace = \"10s\"\n\
          public_url = \"http://127.0.0.1:{public}\"\n\
-         [slack]\n{slack_lines}signing_secret = \"{SIGNING_SECRET}\"\n\
-         [oauth]\nscopes = [{scopes}]\n[upstream]\nurl = \"http://{upstream}\"\ntimeout = \"5s\"\n\
-         [storage]\npath = \"{}\"\n{extra}\n",
-        dir.join("data").display()
+         [slack]\n{}signing_secret = \"{SIGNING_SECRET}\"\n\
+         [oauth]\nscopes = [{}]\n{}[upstream]\nurl = \"http://{upstream}\"\ntimeout = \"5s\"\n\
+         {}{}\n",
+        s.slack_lines, s.scopes, s.oauth_lines, s.storage, s.extra
     );
     let path = dir.join("gateway.toml");
     std::fs::write(&path, text).unwrap();

@@ -23,6 +23,7 @@ pub mod forwarding;
 pub mod oauth_harness;
 pub mod pg_binary;
 pub mod postgres;
+pub mod replicas;
 pub mod tcp_relay;
 
 use std::convert::Infallible;
