@@ -130,7 +130,7 @@ fn key_ring(config: &Config) -> Result<Option<store::sealing::KeyRing>, StoreErr
                         Some(pg) => format!("PostgreSQL {}", pg.url),
                         None => config.storage.path.display().to_string(),
                     },
-                    source: format!("storage.encryption_key: {e}").into(),
+                    reason: format!("storage.encryption_key: {e}"),
                 },
             )?,
         ),

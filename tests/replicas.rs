@@ -520,7 +520,7 @@ async fn three_replicas_starting_at_once_apply_each_migration_once() {
         for (i, g) in gws.iter().enumerate() {
             let log = g.running.stderr();
             assert!(
-                !log.contains("PostgreSQL not reachable yet"),
+                !log.contains("cannot open the PostgreSQL store yet"),
                 "round {round}: replica {i} failed a first attempt:\n{log}"
             );
         }

@@ -17,7 +17,8 @@ pub struct StorageConfig {
     pub backend: Backend,
     /// sled's folder (ignored by the postgres backend).
     pub path: PathBuf,
-    /// Set when `backend = "postgres"`.
+    /// Set when `backend = "postgres"`; shown (by `check`) as the keys the file sets.
+    #[serde(flatten)]
     pub postgres: Option<PostgresConfig>,
     pub encryption_key: Option<Secret>,
     pub previous_encryption_keys: Vec<Secret>,

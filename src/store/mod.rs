@@ -203,12 +203,10 @@ impl TeamRef {
 /// Why the store failed. Details go to logs; clients see a 5xx.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the installation store at {path}: {source}")]
-    Open {
-        path: String,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
+    /// `reason` is the cause with its own causes, on one line: the error is shown whole by
+    /// itself, without a chain that would repeat it.
+    #[error("cannot open the installation store at {path}: {reason}")]
+    Open { path: String, reason: String },
     #[error("installation store I/O failed: {0}")]
     Io(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("stored record {key} is corrupt: {reason}")]

@@ -101,7 +101,7 @@ impl SledStore {
     pub fn open_sealed(path: &Path, ring: Option<KeyRing>) -> Result<Self, StoreError> {
         let open_err = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
             path: path.display().to_string(),
-            source,
+            reason: super::error_chain(source.as_ref()),
         };
         create_private_dir(path).map_err(|e| open_err(Box::new(e)))?;
         let db = open_db(path).map_err(|e| open_err(Box::new(e)))?;

@@ -109,7 +109,7 @@ pub(super) fn open_err(
 ) -> StoreError {
     StoreError::Open {
         path: format!("PostgreSQL {url}"),
-        source: Box::new(e),
+        reason: crate::store::error_chain(&e),
     }
 }
 
@@ -160,16 +160,15 @@ pub(super) async fn migrate_with_retry(
                 if now >= deadline {
                     return Err(StoreError::Open {
                         path: format!("PostgreSQL {}", cfg.url),
-                        source: format!(
+                        reason: format!(
                             "cannot reach {} after {}s: {reason}",
                             cfg.url.hosts(),
                             wait.as_secs()
-                        )
-                        .into(),
+                        ),
                     });
                 }
                 if logged.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(5)) {
-                    tracing::warn!(host = cfg.url.hosts(), error = %reason, "PostgreSQL not reachable yet; retrying");
+                    tracing::warn!(host = cfg.url.hosts(), error = %reason, "cannot open the PostgreSQL store yet; retrying");
                     logged = Some(now);
                 }
                 tokio::time::sleep(Duration::from_millis(500).min(deadline - now)).await;

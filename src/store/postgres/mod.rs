@@ -123,7 +123,7 @@ impl PgStore {
         let pool = connect::pool(pg.clone(), cfg.pool_size, timeouts.op).map_err(|e| {
             StoreError::Open {
                 path: format!("PostgreSQL {}", cfg.url),
-                source: e.into(),
+                reason: e,
             }
         })?;
         let shared = Arc::new(Shared {
