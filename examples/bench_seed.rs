@@ -1,7 +1,9 @@
 //! Seeds a gateway store for the benchmarks (see `bench/README.md`).
 //!
-//! Opens the gateway's sled store at `--store` and saves installations into it through the
-//! same `InstallationStore::save` the OAuth callback uses, either
+//! Opens the gateway's store, either the sled folder at `--store` or a PostgreSQL schema
+//! (`--postgres URL --schema NAME`, created and migrated as the gateway does at start, through
+//! `PgStore::open`), and saves installations into it through the same
+//! `InstallationStore::save` the OAuth callback uses, either
 //! - from the benchmark harness's installations file (`--installations FILE`: a JSON list of
 //!   `{team_id, team_name, enterprise_id, app_id, bot_token, bot_id, bot_user_id, bot_scopes,
 //!   installed_at}` as `gen/gen_signed.py installations` writes it), or
@@ -14,10 +16,15 @@
 //!     --installations data/installations.json
 //! cargo run --release --example bench_seed -- --store /tmp/gw/store --client-id bench-client \
 //!     --synthetic 100000 --export-json /tmp/gw/installations.json
+//! cargo run --release --example bench_seed -- --client-id bench-client \
+//!     --postgres 'postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable' \
+//!     --schema gw_bench --installations data/installations.json
 //! ```
 //!
-//! Every `save` is durable when it returns (one flush each), so 100,000 installations take a
-//! while; `--concurrency` keeps several saves in flight to overlap the encoding with the flush.
+//! Every `save` is durable when it returns (sled: one flush each; PostgreSQL: one committed
+//! transaction each), so 100,000 installations take a while; `--concurrency` keeps several
+//! saves in flight to overlap the encoding with the flush (with PostgreSQL at most
+//! `--pool-size`, the connections there are to run them on).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,14 +33,36 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
+use slack_gateway::config::{DatabaseUrl, PostgresConfig};
+use slack_gateway::store::postgres::{PgStore, Timeouts};
 use slack_gateway::store::{sled::SledStore, Installation, InstallationStore, Token};
 
+/// The gateway's default `storage.schema`.
+const DEFAULT_SCHEMA: &str = "slack_gateway";
+
 #[derive(Parser)]
-#[command(about = "Seed a slack-gateway sled store with installations for benchmarks")]
+#[command(
+    about = "Seed a slack-gateway store (sled or PostgreSQL) with installations for benchmarks"
+)]
 struct Args {
-    /// The store folder (the gateway's `storage.path`); created if missing
-    #[arg(long)]
-    store: PathBuf,
+    /// The sled store folder (the gateway's `storage.path`); created if missing
+    #[arg(
+        long,
+        conflicts_with = "postgres",
+        required_unless_present = "postgres"
+    )]
+    store: Option<PathBuf>,
+    /// Seed a PostgreSQL database instead (the gateway's `storage.url`), e.g.
+    /// `postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable`
+    #[arg(long, value_name = "URL")]
+    postgres: Option<String>,
+    /// With --postgres: the schema (the gateway's `storage.schema`); created and migrated if
+    /// missing [default: slack_gateway]
+    #[arg(long, value_name = "NAME", conflicts_with = "store")]
+    schema: Option<String>,
+    /// With --postgres: connections in the pool (the gateway's `storage.pool_size`)
+    #[arg(long, value_name = "N", default_value_t = 16, conflicts_with = "store")]
+    pool_size: usize,
     /// The Slack app's client id the records are scoped by (the gateway's `slack.client_id`)
     #[arg(long)]
     client_id: String,
@@ -99,6 +128,17 @@ impl HarnessInstallation {
             ..Installation::default()
         }
     }
+}
+
+/// A schema name the gateway accepts (its config's rule): lowercase letters, digits and `_`,
+/// not starting with a digit or `pg_`, at most 63 bytes; it is spliced into SQL unquoted.
+fn valid_schema(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && !s.starts_with("pg_")
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 /// `width` base-36 digits of `n`, upper case, zero-padded (Slack ids are upper-case base 36).
@@ -168,12 +208,37 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         let started = Instant::now();
-        let store = Arc::new(
-            SledStore::open(&args.store)
-                .with_context(|| format!("opening the store at {}", args.store.display()))?,
-        );
+        let (store, concurrency): (Arc<dyn InstallationStore>, usize) =
+            match (&args.store, &args.postgres) {
+                (Some(path), _) => (
+                    Arc::new(
+                        SledStore::open(path)
+                            .with_context(|| format!("opening the store at {}", path.display()))?,
+                    ),
+                    args.concurrency,
+                ),
+                (None, Some(url)) => {
+                    let schema = args.schema.as_deref().unwrap_or(DEFAULT_SCHEMA);
+                    if !valid_schema(schema) {
+                        bail!("--schema {schema}: lowercase letters, digits and _ (not starting with a digit or pg_), at most 63");
+                    }
+                    let cfg = PostgresConfig {
+                        url: DatabaseUrl::parse(url)
+                            .map_err(|e| anyhow::anyhow!("--postgres: {e}"))?,
+                        pool_size: args.pool_size.max(1),
+                        schema: schema.to_owned(),
+                    };
+                    let store = PgStore::open(&cfg, None, Timeouts::default())
+                        .await
+                        .with_context(|| format!("opening schema {schema} at {}", cfg.url))?;
+                    // More saves in flight than connections would only queue for the pool,
+                    // inside the store's per-call timeout.
+                    (Arc::new(store), args.concurrency.min(cfg.pool_size))
+                }
+                (None, None) => bail!("give --store DIR or --postgres URL"),
+            };
         let client_id: Arc<str> = args.client_id.into();
-        let limit = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
+        let limit = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
         let mut tasks = tokio::task::JoinSet::new();
         for inst in installs {
             let permit = limit.clone().acquire_owned().await?;
@@ -191,11 +256,17 @@ fn main() -> anyhow::Result<()> {
             done??;
         }
         store.flush().await?;
+        // PostgreSQL's bot count is the one its last committed save saw (concurrent saves
+        // may finish out of order) until the store's housekeeping recounts: not shown.
+        let bots = if args.postgres.is_none() {
+            format!("; {} bot(s)", store.bot_count())
+        } else {
+            String::new()
+        };
         eprintln!(
-            "saved {count} installation(s) for client_id {client_id} in {:.1}s; {} bot(s) in {}",
+            "saved {count} installation(s) for client_id {client_id} in {:.1}s{bots} in {}",
             started.elapsed().as_secs_f64(),
-            store.bot_count(),
-            args.store.display()
+            store.describe()
         );
         Ok(())
     })
