@@ -248,15 +248,19 @@ impl PgStore {
                 (k.clone(), body)
             })
             .collect();
-        let (deleted, bots) = self
+        let (deleted, new_bots) = self
             .op(async {
                 let mut c = self.client().await?;
                 let tx = c.transaction().await.map_err(db)?;
                 let upsert = tx.prepare_cached(&sql.upsert).await.map_err(db)?;
+                let mut new_bots = 0u64;
                 for (k, body) in &bodies {
-                    tx.execute(&upsert, &[k, &app, &kind_of(k), body])
+                    let inserted: bool = tx
+                        .query_one(&upsert, &[k, &app, &kind_of(k), body])
                         .await
-                        .map_err(db)?;
+                        .map_err(db)?
+                        .get(0);
+                    new_bots += u64::from(inserted && kind_of(k) == "bot");
                 }
                 let deleted: Vec<String> = match delete {
                     Delete::None => Vec::new(),
@@ -292,17 +296,20 @@ impl PgStore {
                         .await
                         .map_err(db)?;
                 }
-                let bots: i64 = tx.query_one(&sql.count_bots, &[]).await.map_err(db)?.get(0);
                 tx.commit().await.map_err(db)?;
-                Ok((deleted, bots))
+                Ok((deleted, new_bots))
             })
             .await?;
         let mut keys: Vec<&str> = rows.iter().map(|(k, _)| k.as_str()).collect();
         keys.extend(deleted.iter().map(String::as_str));
         self.shared.cache.invalidate(Some(&keys));
-        self.shared
-            .bots
-            .store(bots.max(0) as u64, Ordering::Relaxed);
+        // This write's own change to the count, exact; other replicas' writes are counted by
+        // the watcher's recount every few seconds (a count here would cost a scan per write).
+        let gone = deleted.iter().filter(|k| kind_of(k) == "bot").count() as u64;
+        let bots = &self.shared.bots;
+        let _ = bots.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            Some((n + new_bots).saturating_sub(gone))
+        });
         Ok(deleted)
     }
 

@@ -100,9 +100,11 @@ impl Sql {
         channel.truncate(63);
         Sql {
             get: s("SELECT body FROM {s}.installations WHERE key = $1"),
+            // True when the row is new (xmax = 0: inserted, not updated), for the bot count.
             upsert: s("INSERT INTO {s}.installations (key, app, kind, body) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (key) DO UPDATE SET body = excluded.body,
-                   version = {s}.installations.version + 1, updated_at = now()"),
+                   version = {s}.installations.version + 1, updated_at = now()
+                 RETURNING (xmax = 0)"),
             log_changes: s("INSERT INTO {s}.changes (key) SELECT unnest($1::text[])"),
             notify: "SELECT pg_notify($1, $2)".to_owned(),
             delete_keys: s("DELETE FROM {s}.installations WHERE key = ANY($1) RETURNING key"),
