@@ -95,10 +95,15 @@ mod tests {
     fn a_fill_after_an_invalidation_is_dropped_and_a_full_cache_makes_room() {
         let c = ReadCache::new(2);
         let inst = Arc::new(Installation::default());
-        let Lookup::Miss(g) = c.get("a") else { panic!("empty") };
+        let Lookup::Miss(g) = c.get("a") else {
+            panic!("empty")
+        };
         c.invalidate(Some(&["a"]));
         c.fill("a", &inst, g);
-        assert!(matches!(c.get("a"), Lookup::Miss(_)), "read before a write: not cached");
+        assert!(
+            matches!(c.get("a"), Lookup::Miss(_)),
+            "read before a write: not cached"
+        );
         for k in ["a", "b", "c"] {
             c.fill(k, &inst, c.generation());
         }

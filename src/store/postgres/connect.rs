@@ -119,12 +119,12 @@ fn is_final(e: &tokio_postgres::Error) -> bool {
     // rustls' reason reaches us as text inside an io::Error.
     crate::store::error_chain(e).contains("invalid peer certificate")
         || matches!(
-        e.code(),
-        Some(c) if *c == SqlState::INVALID_PASSWORD
-            || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
-            || *c == SqlState::INVALID_CATALOG_NAME
-            || *c == SqlState::INSUFFICIENT_PRIVILEGE
-    )
+            e.code(),
+            Some(c) if *c == SqlState::INVALID_PASSWORD
+                || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+                || *c == SqlState::INVALID_CATALOG_NAME
+                || *c == SqlState::INSUFFICIENT_PRIVILEGE
+        )
 }
 
 /// Connects once and applies the migrations, retrying for up to `wait` while the database
