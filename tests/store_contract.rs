@@ -291,3 +291,60 @@ fn open_pg(schema: &support::postgres::Schema, ring: Option<KeyRing>) -> PgStore
     })
     .expect("the test database answers (see tests/support/postgres.rs)")
 }
+
+/// Replay claims on a shared store: of many concurrent claims of one signature, through two
+/// stores on one schema (two gateways), exactly one wins, however they are batched; distinct
+/// signatures are each claimed; a signature past its window can be claimed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_replay_claims_are_won_once_across_stores() {
+    use slack_gateway::store::Signature;
+    let schema = support::postgres::Schema::new("claims");
+    let open = || async {
+        std::sync::Arc::new(
+            PgStore::open(&schema.config(), None, Timeouts::default())
+                .await
+                .unwrap(),
+        )
+    };
+    let (a, b) = (open().await, open().await);
+    assert!(a.is_shared() && b.is_shared());
+    let now = 1_800_000_000u64;
+    for round in 0u8..5 {
+        let sig = Signature {
+            mac: [round; 32],
+            forget_at: now + 300,
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..40 {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.spawn(async move { store.claim_signature(&sig, now).await.unwrap() });
+        }
+        let wins = tasks
+            .join_all()
+            .await
+            .into_iter()
+            .filter(|won| *won)
+            .count();
+        assert_eq!(wins, 1, "round {round}: one claim wins");
+    }
+    // Many distinct signatures at once: each is claimed (batched, none lost).
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..300u32 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let mut mac = [0xAB; 32];
+        mac[..4].copy_from_slice(&i.to_be_bytes());
+        let sig = Signature {
+            mac,
+            forget_at: now + 300,
+        };
+        tasks.spawn(async move { store.claim_signature(&sig, now).await.unwrap() });
+    }
+    assert!(tasks.join_all().await.into_iter().all(|won| won));
+    // Past its window, a signature is a first sighting again.
+    let old = Signature {
+        mac: [0; 32],
+        forget_at: now + 300,
+    };
+    assert!(!a.claim_signature(&old, now + 10).await.unwrap());
+    assert!(b.claim_signature(&old, now + 301).await.unwrap());
+}

@@ -17,6 +17,7 @@
 //!
 //! Migrations ([`sql::MIGRATIONS`]) are applied at open under an advisory lock.
 
+mod claims;
 mod connect;
 mod sql;
 mod watch;
@@ -66,7 +67,10 @@ impl Default for Timeouts {
 /// Installations in a PostgreSQL schema.
 pub struct PgStore {
     shared: Arc<Shared>,
+    /// Where replay claims go to be batched ([`claims`]).
+    claims: tokio::sync::mpsc::UnboundedSender<claims::Claim>,
     _watcher: AbortOnDrop,
+    _claims: AbortOnDrop,
 }
 
 /// What the store and its watcher share.
@@ -140,8 +144,11 @@ impl PgStore {
             holder,
             op_timeout: timeouts.op,
         });
+        let (claims, claims_rx) = tokio::sync::mpsc::unbounded_channel();
         let store = PgStore {
             _watcher: AbortOnDrop(tokio::spawn(watch::run(shared.clone()))),
+            _claims: AbortOnDrop(tokio::spawn(claims::run(shared.clone(), claims_rx))),
+            claims,
             shared,
         };
         store.refresh_bot_count().await?;
@@ -163,21 +170,32 @@ impl PgStore {
         &self,
         f: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        tokio::time::timeout(self.shared.op_timeout, f)
+        Self::op_on(&self.shared, f).await
+    }
+
+    async fn op_on<T>(
+        shared: &Shared,
+        f: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(shared.op_timeout, f)
             .await
             .unwrap_or_else(|_| {
                 Err(StoreError::Unavailable(format!(
                     "PostgreSQL at {} did not answer within {:?}",
-                    self.shared.hosts, self.shared.op_timeout
+                    shared.hosts, shared.op_timeout
                 )))
             })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
-        self.shared.pool.get().await.map_err(|e| {
+        Self::client_of(&self.shared).await
+    }
+
+    async fn client_of(shared: &Shared) -> Result<deadpool_postgres::Client, StoreError> {
+        shared.pool.get().await.map_err(|e| {
             StoreError::Unavailable(format!(
                 "no connection to PostgreSQL at {}: {}",
-                self.shared.hosts,
+                shared.hosts,
                 super::error_chain(&e)
             ))
         })
@@ -578,15 +596,16 @@ impl InstallationStore for PgStore {
     }
 
     async fn claim_signature(&self, sig: &Signature, now: u64) -> Result<bool, StoreError> {
-        let forget_at = sig.forget_at.min(i64::MAX as u64) as i64;
-        let now = now.min(i64::MAX as u64) as i64;
-        Ok(self
-            .execute(
-                &self.shared.sql.claim_signature,
-                &[&&sig.mac[..], &forget_at, &now],
-            )
-            .await?
-            == 1)
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let gone = || StoreError::Unavailable("the replay claim batcher stopped".to_owned());
+        self.claims
+            .send(claims::Claim {
+                sig: *sig,
+                now,
+                answer,
+            })
+            .map_err(|_| gone())?;
+        answered.await.map_err(|_| gone())?
     }
 
     async fn claim_refresh(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {

@@ -83,7 +83,7 @@ pub(super) struct Sql {
     pub remember_signatures: String,
     pub forget_signatures: String,
     pub recent_signatures: String,
-    pub claim_signature: String,
+    pub claim_signatures: String,
     pub claim_lease: String,
     pub release_lease: String,
     pub poll_changes: String,
@@ -124,10 +124,13 @@ impl Sql {
                  ON CONFLICT (mac) DO UPDATE SET forget_at = GREATEST({s}.replay_signatures.forget_at, excluded.forget_at)"),
             forget_signatures: s("DELETE FROM {s}.replay_signatures WHERE forget_at <= $1"),
             recent_signatures: s("SELECT mac, forget_at FROM {s}.replay_signatures WHERE forget_at > $1"),
-            // A row inserted, or an old one past its window taken over: a first sighting.
-            claim_signature: s("INSERT INTO {s}.replay_signatures (mac, forget_at) VALUES ($1, $2)
+            // A row inserted, or an old one past its window taken over: a first sighting,
+            // returned. The MACs of one call are distinct.
+            claim_signatures: s("INSERT INTO {s}.replay_signatures (mac, forget_at)
+                 SELECT * FROM unnest($1::bytea[], $2::bigint[])
                  ON CONFLICT (mac) DO UPDATE SET forget_at = excluded.forget_at
-                 WHERE {s}.replay_signatures.forget_at <= $3"),
+                 WHERE {s}.replay_signatures.forget_at <= $3
+                 RETURNING mac"),
             // Claimed when free, lapsed, or already ours.
             claim_lease: s("INSERT INTO {s}.refresh_leases (key, holder, until)
                  VALUES ($1, $2, clock_timestamp() + $3::bigint * interval '1 millisecond')
