@@ -6,17 +6,9 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::binary::{write_config_with, Running, SIGNING_SECRET};
+use support::binary::{client, send_exact, write_config_with, Running, SIGNING_SECRET};
 use support::fake_slack::{FakeSlack, Fault, Grant};
 use support::oauth_harness::{echo_upstream, CLIENT_ID, CLIENT_SECRET};
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
 
 /// One install through the gateway on `public`; Ok(()) once the success page was received.
 async fn install(slack: &FakeSlack, public: u16, team: &str) -> Result<(), String> {
@@ -253,24 +245,6 @@ async fn a_full_run_logs_no_secret_or_token() {
         !logs.contains("xoxb-") && !logs.contains("xoxe."),
         "no token-looking string in the logs"
     );
-}
-
-/// Sends one exact signed request (`ts` and `body` as given): its status and body, or why
-/// it could not be sent.
-async fn send_exact(public: u16, ts: u64, body: &str) -> Result<(u16, String), String> {
-    let r = client()
-        .post(format!("http://127.0.0.1:{public}/slack/events"))
-        .header("content-type", "application/json")
-        .header("x-slack-request-timestamp", ts.to_string())
-        .header(
-            "x-slack-signature",
-            slack_gateway::slack::signature::sign(SIGNING_SECRET, ts, body.as_bytes()),
-        )
-        .body(body.to_owned())
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok((r.status().as_u16(), r.text().await.unwrap()))
 }
 
 /// Replay protection covers its whole window across a restart, clean (SIGTERM) or not

@@ -8,7 +8,7 @@ use std::sync::RwLock;
 use async_trait::async_trait;
 
 use super::{
-    bot_key, check_id, latest_key, parse_record_key, record_key, team_prefix, user_key,
+    bot_key, check_id, latest_key, parse_record_key, record_key, save_keys, team_prefix, user_key,
     Installation, InstallationStore, RecordKind, Signature, StoreError, StoredRecord, TeamRef,
 };
 
@@ -58,18 +58,9 @@ impl InstallationStore for MemoryStore {
     }
 
     async fn save(&self, app: &str, inst: &Installation) -> Result<(), StoreError> {
-        let prefix = team_prefix(app, &inst.team_ref())?;
-        let user_key = if inst.user_id.is_empty() {
-            None
-        } else {
-            Some(format!("{prefix}user/{}", check_id(&inst.user_id)?))
-        };
+        let keys = save_keys(app, inst)?;
         let mut map = self.records.write().expect("store lock");
-        map.insert(format!("{prefix}latest"), inst.clone());
-        if inst.bot_token.is_some() {
-            map.insert(format!("{prefix}bot"), inst.clone());
-        }
-        if let Some(k) = user_key {
+        for k in keys {
             map.insert(k, inst.clone());
         }
         Ok(())

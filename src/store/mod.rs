@@ -601,6 +601,21 @@ pub fn record_key(app: &str, team: &TeamRef, kind: &RecordKind) -> Result<String
     }
 }
 
+/// The keys a [`InstallationStore::save`] writes, as `slack_sdk` saves: the team's latest
+/// installation, its bot when the installation has a bot token, and the installing user's
+/// record. Every backend saves through this, so they agree on what a save touches.
+pub(crate) fn save_keys(app: &str, inst: &Installation) -> Result<Vec<String>, StoreError> {
+    let prefix = team_prefix(app, &inst.team_ref())?;
+    let mut keys = vec![format!("{prefix}latest")];
+    if inst.bot_token.is_some() {
+        keys.push(format!("{prefix}bot"));
+    }
+    if !inst.user_id.is_empty() {
+        keys.push(format!("{prefix}user/{}", check_id(&inst.user_id)?));
+    }
+    Ok(keys)
+}
+
 /// `…/bot`: the team's latest bot.
 pub(crate) fn bot_key(app: &str, team: &TeamRef) -> Result<String, StoreError> {
     let mut key = team_prefix(app, team)?;

@@ -19,7 +19,7 @@ use super::read_cache::{Lookup, ReadCache};
 use super::record::Codec;
 use super::sealing::KeyRing;
 use super::{
-    bot_key, check_id, latest_key, parse_record_key, record_key, team_prefix, user_key,
+    bot_key, check_id, latest_key, parse_record_key, record_key, save_keys, team_prefix, user_key,
     Installation, InstallationStore, RecordKind, Signature, StoreError, StoredRecord, TeamRef,
 };
 
@@ -255,15 +255,8 @@ pub(crate) fn create_private_dir(path: &Path) -> std::io::Result<()> {
 #[async_trait]
 impl InstallationStore for SledStore {
     async fn save(&self, app: &str, inst: &Installation) -> Result<(), StoreError> {
-        let prefix = team_prefix(app, &inst.team_ref())?;
-        let bot_key = format!("{prefix}bot");
-        let mut keys = vec![format!("{prefix}latest")];
-        if inst.bot_token.is_some() {
-            keys.push(bot_key.clone());
-        }
-        if !inst.user_id.is_empty() {
-            keys.push(format!("{prefix}user/{}", check_id(&inst.user_id)?));
-        }
+        let keys = save_keys(app, inst)?;
+        let bot_key = bot_key(app, &inst.team_ref())?;
         let mut batch = sled::Batch::default();
         for k in &keys {
             batch.insert(k.as_bytes(), self.encode(k, inst));

@@ -221,8 +221,31 @@ pub async fn slow_upstream(
 pub fn signed_event(public: u16) -> reqwest::RequestBuilder {
     let body =
         r#"{"type":"event_callback","team_id":"T1","event":{"type":"app_mention","user":"U1"}}"#;
-    let ts = slack_gateway::http::unix_now();
-    reqwest::Client::new()
+    signed_post(
+        &reqwest::Client::new(),
+        public,
+        slack_gateway::http::unix_now(),
+        body,
+    )
+}
+
+/// A client for the binary's listeners: follows no redirect, gives up after 20 s.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// `body` as Slack signs it with timestamp `ts`, posted to the events path on `public`.
+pub fn signed_post(
+    client: &reqwest::Client,
+    public: u16,
+    ts: u64,
+    body: &str,
+) -> reqwest::RequestBuilder {
+    client
         .post(format!("http://127.0.0.1:{public}/slack/events"))
         .header("content-type", "application/json")
         .header("x-slack-request-timestamp", ts.to_string())
@@ -230,5 +253,16 @@ pub fn signed_event(public: u16) -> reqwest::RequestBuilder {
             "x-slack-signature",
             slack_gateway::slack::signature::sign(SIGNING_SECRET, ts, body.as_bytes()),
         )
-        .body(body)
+        .body(body.to_owned())
+}
+
+/// Sends one exact signed request (`ts` and `body` as given): the status and body of the
+/// answer, or why it could not be sent.
+pub async fn send_exact(public: u16, ts: u64, body: &str) -> Result<(u16, String), String> {
+    let r = signed_post(&client(), public, ts, body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = r.status().as_u16();
+    Ok((status, r.text().await.map_err(|e| e.to_string())?))
 }

@@ -187,14 +187,7 @@ pub fn run_binary(args: &[&std::ffi::OsStr], limit: Duration) -> Exit {
     }
 }
 
-/// An HTTP client that follows no redirect.
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
-}
+pub use super::binary::client;
 
 /// `GET /readyz` on `admin`: its status and body.
 pub async fn readyz(admin: u16) -> (u16, String) {
@@ -291,19 +284,7 @@ pub fn event_body(team: &str) -> String {
 /// Sends `body` signed with timestamp `ts` to the events path: the status and body of the
 /// answer (with the echo upstream, the bot token forwarded, `-` for none).
 pub async fn send_signed(public: u16, ts: u64, body: &str) -> (u16, String) {
-    let r = client()
-        .post(format!("http://127.0.0.1:{public}/slack/events"))
-        .header("content-type", "application/json")
-        .header("x-slack-request-timestamp", ts.to_string())
-        .header(
-            "x-slack-signature",
-            slack_gateway::slack::signature::sign(SIGNING_SECRET, ts, body.as_bytes()),
-        )
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
+    super::binary::send_exact(public, ts, body).await.unwrap()
 }
 
 /// A fresh signed event from `team`, sent now.

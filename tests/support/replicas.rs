@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use super::binary::{write_config_sections, Running, Sections, BIN, SIGNING_SECRET};
+use super::binary::{write_config_sections, Running, Sections, BIN};
 use super::fake_slack::{rand_suffix, FakeSlack, Grant};
 use super::postgres::Schema;
 
@@ -113,13 +113,7 @@ pub fn cli(config: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
+use super::binary::client;
 
 // --- The browser's side: installs ---------------------------------------------------------
 
@@ -218,22 +212,7 @@ pub fn mention(team: &str) -> String {
 
 /// Sends `body` signed with timestamp `ts` to the gateway on `public`: the status and the
 /// answer's body (for a forwarded request, the bot token the upstream got, `-` for none).
-pub async fn send_signed(public: u16, ts: u64, body: &str) -> Result<(u16, String), String> {
-    let r = client()
-        .post(format!("http://127.0.0.1:{public}/slack/events"))
-        .header("content-type", "application/json")
-        .header("x-slack-request-timestamp", ts.to_string())
-        .header(
-            "x-slack-signature",
-            slack_gateway::slack::signature::sign(SIGNING_SECRET, ts, body.as_bytes()),
-        )
-        .body(body.to_owned())
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = r.status().as_u16();
-    Ok((status, r.text().await.map_err(|e| e.to_string())?))
-}
+pub use super::binary::send_exact as send_signed;
 
 /// Sends `body` signed now; panics unless it was forwarded (200). The bot token the upstream
 /// received, `-` for none.

@@ -33,7 +33,7 @@ use super::read_cache::{Lookup, ReadCache};
 use super::record::Codec;
 use super::sealing::KeyRing;
 use super::{
-    bot_key, check_id, latest_key, parse_record_key, record_key, team_prefix, user_key,
+    bot_key, check_id, latest_key, parse_record_key, record_key, save_keys, team_prefix, user_key,
     Installation, InstallationStore, RecordKind, Signature, StoreError, StoredRecord, TeamRef,
 };
 use crate::config::PostgresConfig;
@@ -394,14 +394,10 @@ fn hostname() -> String {
 #[async_trait]
 impl InstallationStore for PgStore {
     async fn save(&self, app: &str, inst: &Installation) -> Result<(), StoreError> {
-        let prefix = team_prefix(app, &inst.team_ref())?;
-        let mut rows = vec![(format!("{prefix}latest"), inst)];
-        if inst.bot_token.is_some() {
-            rows.push((format!("{prefix}bot"), inst));
-        }
-        if !inst.user_id.is_empty() {
-            rows.push((format!("{prefix}user/{}", check_id(&inst.user_id)?), inst));
-        }
+        let rows: Vec<(String, &Installation)> = save_keys(app, inst)?
+            .into_iter()
+            .map(|k| (k, inst))
+            .collect();
         self.write(app, &rows, Delete::None).await?;
         Ok(())
     }
