@@ -15,6 +15,7 @@ use crate::pages::install_link::InstallLink;
 use crate::seal::Sealer;
 use crate::slack::api::SlackApi;
 use crate::slack::oidc::JwksCache;
+use crate::slack::ratelimit::Holds;
 use crate::slack::signature::SigningKeys;
 use crate::store::refresh_locks::RefreshLocks;
 use crate::store::replay::ReplayGuard;
@@ -94,6 +95,10 @@ pub struct Gateway {
     pub api: SlackApi,
     /// One token refresh per installation at a time.
     pub rotator: RefreshLocks,
+    /// Methods the Web API egress holds back per workspace after Slack's 429s.
+    pub egress_holds: Holds,
+    /// Where the egress listener was bound, once it is (`egress.listen` may name port 0).
+    pub egress_addr: std::sync::OnceLock<std::net::SocketAddr>,
     /// Signatures seen in the last five minutes (replay protection).
     pub replay: ReplayGuard,
     /// Request body bytes held in memory by every request together.
@@ -128,6 +133,8 @@ impl Gateway {
             metrics,
             api: SlackApi::new(),
             rotator: RefreshLocks::default(),
+            egress_holds: Holds::default(),
+            egress_addr: std::sync::OnceLock::new(),
             replay: ReplayGuard::default(),
             bodies: BodyBudget::default(),
             jwks: JwksCache::default(),

@@ -26,7 +26,7 @@
 //!    verify → parse → resolve → inject → forward, one for every ingress), [`oauth`] (install
 //!    flow, states, token rotation), [`signin`] (Sign in with Slack: it decides, the caller
 //!    forwards), [`reload`], [`admin`], [`transfer`] (export/import, the SDKs' file stores),
-//!    [`manifest`].
+//!    [`manifest`], [`egress`] (the Web API egress: Slack calls with the installation's token).
 //! 6. **Ingress**: [`server`] (listeners, routing, limits, graceful shutdown), [`lane`] (the
 //!    fast lane: Slack's plain requests straight off the socket, through the same pipeline),
 //!    [`write_timeout`] (a client that takes no byte of its answers is cut off),
@@ -59,6 +59,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod egress;
 pub mod gateway;
 pub mod http;
 pub mod lane;
@@ -97,6 +98,11 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error("server.tls: {0}")]
     Tls(#[from] tls::TlsError),
+    #[error("cannot listen on {addr} (egress.listen): {source}")]
+    EgressListen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Opens the configured store and builds the gateway's shared state.
@@ -157,6 +163,23 @@ pub async fn run(
         }
     }
     let grace = live.config.server.shutdown_grace;
+    let egress = match &live.config.egress {
+        e if e.enabled => {
+            let listener =
+                TcpListener::bind(e.listen)
+                    .await
+                    .map_err(|source| RunError::EgressListen {
+                        addr: e.listen,
+                        source,
+                    })?;
+            if let Ok(addr) = listener.local_addr() {
+                let _ = gw.egress_addr.set(addr);
+                tracing::info!(egress = %addr, "Web API egress listening");
+            }
+            Some(listener)
+        }
+        _ => None,
+    };
     let max_connections = open_files::fit_connections(live.config.server.max_connections);
     drop(live);
     // Replay protection covers its window across restarts: read back what was seen.
@@ -181,6 +204,17 @@ pub async fn run(
         grace,
         max_connections,
     ));
+    let (stop_egress, egress_rx) = tokio::sync::watch::channel(false);
+    let egress_task = egress.map(|listener| {
+        tokio::spawn(server::serve(
+            gw.clone(),
+            listener,
+            server::Listener::Egress,
+            egress_rx,
+            grace,
+            max_connections,
+        ))
+    });
     shutdown.await;
     tracing::info!("shutting down: draining in-flight requests");
     gw.start_draining();
@@ -188,6 +222,10 @@ pub async fn run(
     let _ = public_task.await;
     let _ = stop_admin.send(true);
     let _ = admin_task.await;
+    let _ = stop_egress.send(true);
+    if let Some(t) = egress_task {
+        let _ = t.await;
+    }
     if let Some(w) = watcher {
         w.abort();
     }

@@ -23,11 +23,13 @@ use crate::gateway::Gateway;
 use crate::tls::TlsError;
 
 /// Keys whose change takes effect only on restart.
-pub const RESTART_ONLY: [&str; 4] = [
+pub const RESTART_ONLY: [&str; 6] = [
     "server.listen",
     "server.admin_listen",
     "server.workers",
     "storage",
+    "egress.listen",
+    "egress.enabled",
 ];
 
 /// Quiet time after a file event before reloading: editors write in several steps.
@@ -137,6 +139,14 @@ pub fn keep_restart_only(old: &Config, mut new: Config) -> Config {
     if old.server.max_connections != new.server.max_connections {
         changed.push("server.max_connections");
         new.server.max_connections = old.server.max_connections;
+    }
+    if old.egress.listen != new.egress.listen {
+        changed.push("egress.listen");
+        new.egress.listen = old.egress.listen;
+    }
+    if old.egress.enabled != new.egress.enabled {
+        changed.push("egress.enabled");
+        new.egress.enabled = old.egress.enabled;
     }
     let storage_changed = old.storage.path != new.storage.path
         || old.storage.backend != new.storage.backend

@@ -40,6 +40,8 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 pub enum Listener {
     Public,
     Admin,
+    /// The Web API egress ([`crate::egress`]).
+    Egress,
 }
 
 /// Serves `listener` until `shutdown` flips, then drains for at most `grace`, serving at most
@@ -84,7 +86,7 @@ pub async fn serve(
         let stream = WriteTimeout::new(stream, gw.live().config.server.write_timeout);
         let tls = match which {
             Listener::Public => gw.tls(),
-            Listener::Admin => None,
+            Listener::Admin | Listener::Egress => None,
         };
         let gw = gw.clone();
         let builder = connection_builder(&gw);
@@ -185,7 +187,7 @@ impl Connection {
                     Served::HandOver(read) => read,
                 }
             }
-            Listener::Admin => Bytes::new(),
+            Listener::Admin | Listener::Egress => Bytes::new(),
         };
         let shared = Arc::new((gw, conn));
         let svc = service_fn(move |req| {
@@ -216,6 +218,7 @@ async fn route(
         // Boxed, like every route but the Slack one: the connection's future is as large as
         // its largest route, and only the Slack route is hot.
         Listener::Admin => Box::pin(crate::admin::handle(gw, req)).await,
+        Listener::Egress => Box::pin(crate::egress::handle(gw, req)).await,
     }
 }
 

@@ -18,6 +18,7 @@
 
 mod app;
 mod cx;
+mod egress;
 mod error;
 mod expand;
 mod oauth;
@@ -40,6 +41,7 @@ pub use app::{
 };
 pub(crate) use cx::join_url;
 use cx::{Cx, R};
+pub use egress::EgressConfig;
 pub use error::ConfigError;
 pub use oauth::{OAuthConfig, DEFAULT_REFRESH_BEFORE, DEFAULT_STATE_TTL};
 use raw::RawConfig;
@@ -64,6 +66,7 @@ pub struct Config {
     pub signin: SigninConfig,
     pub upstream: UpstreamConfig,
     pub storage: StorageConfig,
+    pub egress: EgressConfig,
     pub admin: AdminConfig,
     /// How the Slack app is set up: read by `slack-gateway manifest` only.
     pub app: AppConfig,
@@ -146,6 +149,7 @@ impl Cx<'_> {
         self.one_owner_per_path(&oauth, &signin, &upstream)?;
         self.protect_clear_of_slack_paths(&raw.signin, &signin, &upstream)?;
         let storage = self.storage(&raw.storage)?;
+        let egress = self.egress(&raw.egress)?;
         let admin = self.admin(
             &raw.admin,
             server.admin_listen,
@@ -160,6 +164,7 @@ impl Cx<'_> {
             signin,
             upstream,
             storage,
+            egress,
             admin,
             app,
             placeholder_secrets: std::mem::take(&mut self.placeholders),

@@ -27,9 +27,21 @@ pub struct RawConfig {
     #[serde(default)]
     pub storage: RawStorage,
     #[serde(default)]
+    pub egress: RawEgress,
+    #[serde(default)]
     pub admin: RawAdmin,
     #[serde(default)]
     pub app: RawApp,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEgress {
+    pub enabled: Option<bool>,
+    pub listen: Option<Str>,
+    pub token: Option<Str>,
+    pub token_file: Option<Str>,
+    pub max_wait: Option<Str>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -122,6 +134,7 @@ pub struct RawUpstream {
     pub keepalive_timeout: Option<Str>,
     pub slack_paths: Option<Vec<Str>>,
     pub inject_user_token: Option<bool>,
+    pub inject_tokens: Option<bool>,
     pub headers: Option<RawHeaders>,
 }
 

@@ -29,6 +29,9 @@ pub struct UpstreamConfig {
     pub keepalive_timeout: Duration,
     pub slack_paths: Vec<String>,
     pub inject_user_token: bool,
+    /// False: forwarded requests carry the identity headers but never a token (the app calls
+    /// Slack through the egress instead).
+    pub inject_tokens: bool,
     pub headers: InjectedHeaders,
 }
 
@@ -179,6 +182,7 @@ impl Cx<'_> {
             keepalive_timeout,
             slack_paths,
             inject_user_token: u.inject_user_token.unwrap_or(false),
+            inject_tokens: u.inject_tokens.unwrap_or(true),
             headers,
         })
     }

@@ -54,9 +54,9 @@ pub(crate) use forward::{prepare_upstream_request, upstream_outcome};
 /// The installation a request resolved to ([`decide`]'s verdict for a request to forward):
 /// taken whole by the header rewrite ([`injected`]), whichever transport writes the head.
 pub(crate) struct Resolved {
-    identity: Identity,
-    bot: Option<Arc<Installation>>,
-    user: Option<Arc<Installation>>,
+    pub(crate) identity: Identity,
+    pub(crate) bot: Option<Arc<Installation>>,
+    pub(crate) user: Option<Arc<Installation>>,
 }
 
 /// Handles a request to a Slack path served by hyper (the fast lane, [`crate::lane`], takes
@@ -182,13 +182,16 @@ pub(crate) async fn decide(
     // A store that does not answer (a database gone away) is refused in time for Slack to
     // retry; a cached installation never waits on it.
     let timeout = live.config.upstream.timeout;
-    let resolved = tokio::time::timeout(timeout, resolve_installation(gw, live, identity))
-        .await
-        .map_err(|_| {
-            ProxyError::Store(StoreError::Unavailable(format!(
-                "no answer within upstream.timeout ({timeout:?})"
-            )))
-        })??;
+    let resolved = tokio::time::timeout(
+        timeout,
+        resolve_installation(gw, live, identity, live.config.upstream.inject_user_token),
+    )
+    .await
+    .map_err(|_| {
+        ProxyError::Store(StoreError::Unavailable(format!(
+            "no answer within upstream.timeout ({timeout:?})"
+        )))
+    })??;
     if matches!(action, Action::Uninstalled | Action::TokensRevoked { .. }) {
         // Boxed: rare, and its future would otherwise enlarge every request's.
         Box::pin(apply_lifecycle(gw, live, &action, &resolved)).await?;
@@ -238,10 +241,14 @@ async fn verify_signature(
 }
 
 /// Stage 5: the installation for the payload's identity (the org's for org-wide installs).
-async fn resolve_installation(
+/// The same resolution serves the Web API egress ([`crate::egress`]), which asks for the
+/// acting user's installation when the caller wants a user token (`want_user`); forwarding
+/// asks for it with `upstream.inject_user_token`.
+pub(crate) async fn resolve_installation(
     gw: &Gateway,
     live: &Live,
     identity: Identity,
+    want_user: bool,
 ) -> Result<Resolved, ProxyError> {
     let app = &live.config.slack.client_id;
     let team = team_ref(&identity);
@@ -257,7 +264,7 @@ async fn resolve_installation(
             Err(e) => return Err(e.into()),
         }
     };
-    let user = match (&identity.user_id, live.config.upstream.inject_user_token) {
+    let user = match (&identity.user_id, want_user) {
         // Looked up with or without a bot: a user-only install (user scopes) has no bot record.
         (Some(uid), true) if named => {
             store::find_user_for(gw.store.as_ref(), app, &team, uid)
@@ -392,6 +399,11 @@ pub(crate) fn injected(
         &names.enterprise_install,
         HeaderValue::from_static(if enterprise_install { "true" } else { "false" }),
     );
+    // `upstream.inject_tokens = false`: the app holds no token (it calls Slack through the
+    // egress).
+    if !live.config.upstream.inject_tokens {
+        return;
+    }
     if let Some(t) = r
         .bot
         .as_ref()

@@ -7,4 +7,5 @@
 pub mod api;
 pub mod oidc;
 pub mod payload;
+pub mod ratelimit;
 pub mod signature;

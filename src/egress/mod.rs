@@ -1,0 +1,352 @@
+//! The Web API egress: the upstream calls Slack's Web API through the gateway, naming the
+//! workspace (and user) with the identity headers it received, and never holds a token.
+//!
+//! `GET|POST /api/{method}` on `egress.listen`, a listener of its own:
+//! 1. `Proxy-Authorization: Bearer {egress.token}` when a token is set;
+//! 2. the method name, checked on the raw path segment (words of `[A-Za-z0-9_]` joined by
+//!    single dots), before anything decodes it;
+//! 3. the identity headers → the installation, resolved and refreshed by the same code as
+//!    forwarding ([`crate::proxy::resolve_installation`], [`crate::oauth::rotation`]);
+//! 4. rate limits: a method Slack answered 429 for a workspace is held there until its
+//!    `Retry-After` passes ([`crate::slack::ratelimit`]); a call that would wait past
+//!    `egress.max_wait` gets 429 at once;
+//! 5. the call to `{slack.api_url}/{method}`: same HTTP method, the query kept, the body and
+//!    its `Content-Type` as they came, `Authorization: Bearer {token}` (the caller's replaced);
+//!    Slack's status, headers and body come back as they are.
+//!
+//! Every refusal is Slack-shaped JSON (`{"ok": false, "error": ...}`), so SDKs raise their
+//! usual errors.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use subtle::ConstantTimeEq;
+
+use crate::gateway::{Gateway, Live};
+use crate::http::{full, Body};
+use crate::proxy::resolve_installation;
+use crate::slack::payload::Identity;
+use crate::slack::ratelimit::retry_after;
+use crate::store::Installation;
+
+/// The largest request body the egress takes (Slack's own limit for uploads through the Web
+/// API is far larger, but files go to the upload URL, not through here).
+pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// Which token the caller wants: `X-Slack-Token-Type: user` for the user's.
+const TOKEN_TYPE: &str = "x-slack-token-type";
+
+/// Handles one call on the egress listener.
+pub async fn handle(gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<Body> {
+    let live = gw.live();
+    match call(gw, &live, req).await {
+        Ok(r) => r,
+        Err(refused) => refused.into_response(),
+    }
+}
+
+/// A refusal of the gateway's own: a status and Slack's error code.
+#[derive(Debug)]
+struct Refused(StatusCode, String);
+
+fn refusal(status: StatusCode, error: &str) -> Refused {
+    Refused(status, error.to_owned())
+}
+
+impl Refused {
+    /// Slack-shaped: `{"ok": false, "error": ...}`, so SDKs raise their usual errors.
+    fn into_response(self) -> Response<Body> {
+        let Refused(status, error) = self;
+        let mut r = crate::http::json(status, &serde_json::json!({"ok": false, "error": error}));
+        let h = r.headers_mut();
+        match status {
+            StatusCode::UNAUTHORIZED => {
+                h.insert(
+                    header::PROXY_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer"),
+                );
+            }
+            StatusCode::METHOD_NOT_ALLOWED => {
+                h.insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+            }
+            _ => {}
+        }
+        r
+    }
+}
+
+async fn call(
+    gw: &Arc<Gateway>,
+    live: &Arc<Live>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Refused> {
+    let cfg = &live.config;
+    if let Some(token) = &cfg.egress.token {
+        let sent = req
+            .headers()
+            .get(header::PROXY_AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !bool::from(sent.as_bytes().ct_eq(token.expose().as_bytes())) {
+            return Err(refusal(StatusCode::UNAUTHORIZED, "proxy_auth_required"));
+        }
+    }
+    let method_name = req
+        .uri()
+        .path()
+        .strip_prefix("/api/")
+        .filter(|m| valid_method(m))
+        .map(str::to_owned)
+        .ok_or_else(|| refusal(StatusCode::BAD_REQUEST, "invalid_method"))?;
+    if req.method() != Method::GET && req.method() != Method::POST {
+        return Err(refusal(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ));
+    }
+    let (identity, want_user) = identity(live, req.headers())?;
+    let resolved = resolve_installation(gw, live, identity, want_user)
+        .await
+        .map_err(|e| {
+            tracing::warn!(method = %method_name, error = %e, "egress: cannot resolve the installation");
+            refusal(e.status(), &e.client_reason())
+        })?;
+    let (token, inst) = if want_user {
+        let Some(user) = resolved.user else {
+            return Err(match resolved.bot {
+                None => refusal(StatusCode::NOT_FOUND, "not_installed"),
+                Some(_) => refusal(StatusCode::FORBIDDEN, "no_user_token"),
+            });
+        };
+        match user.user_token.clone() {
+            Some(t) => (t, user),
+            None => return Err(refusal(StatusCode::FORBIDDEN, "no_user_token")),
+        }
+    } else {
+        let Some(bot) = resolved.bot else {
+            return Err(refusal(StatusCode::NOT_FOUND, "not_installed"));
+        };
+        match bot.bot_token.clone() {
+            Some(t) => (t, bot),
+            None => return Err(refusal(StatusCode::NOT_FOUND, "not_installed")),
+        }
+    };
+    let (parts, body) = req.into_parts();
+    let body = Limited::new(body, MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|_| refusal(StatusCode::PAYLOAD_TOO_LARGE, "request_too_large"))?
+        .to_bytes();
+    let outbound = Outbound {
+        method: parts.method,
+        url: slack_url(live, &method_name, parts.uri.query()),
+        content_type: parts.headers.get(header::CONTENT_TYPE).cloned(),
+        body,
+        token: token.expose().to_owned(),
+    };
+    Ok(send_holding(gw, live, &inst, &method_name, outbound).await)
+}
+
+/// What goes to Slack, kept so that a call Slack rate-limited can be sent again.
+struct Outbound {
+    method: Method,
+    url: String,
+    content_type: Option<HeaderValue>,
+    body: Bytes,
+    token: String,
+}
+
+/// Sends the call, waiting out this workspace's hold on the method first, and again after
+/// each 429, for at most `egress.max_wait` in all.
+async fn send_holding(
+    gw: &Gateway,
+    live: &Live,
+    inst: &Installation,
+    method: &str,
+    out: Outbound,
+) -> Response<Body> {
+    let team = inst.admin_id();
+    let max_wait = live.config.egress.max_wait;
+    let started = Instant::now();
+    loop {
+        if let Some(wait) = gw.egress_holds.remaining(&team, method, Instant::now()) {
+            let waited = started.elapsed();
+            if waited + wait > max_wait {
+                return ratelimited(wait);
+            }
+            tracing::debug!(team = %team, method, ?wait, "egress: held by Slack's rate limit");
+            tokio::time::sleep(wait).await;
+            continue;
+        }
+        let answer = match send(gw, live, &out).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(method, error = %e, "egress: Slack unreachable");
+                return refusal(StatusCode::BAD_GATEWAY, "slack_unreachable").into_response();
+            }
+        };
+        if answer.status() == StatusCode::TOO_MANY_REQUESTS {
+            let wait = retry_after(answer.headers().get(header::RETRY_AFTER));
+            gw.egress_holds.hold(&team, method, Instant::now() + wait);
+            tracing::info!(team = %team, method, ?wait, "egress: Slack rate-limited a method; holding it");
+            if started.elapsed() + wait > max_wait {
+                return answer;
+            }
+            continue;
+        }
+        return answer;
+    }
+}
+
+/// 429 `ratelimited` with the wait left, in whole seconds rounded up.
+fn ratelimited(wait: Duration) -> Response<Body> {
+    let mut r = refusal(StatusCode::TOO_MANY_REQUESTS, "ratelimited").into_response();
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    r
+}
+
+/// One call to Slack; its answer as it came (hop-by-hop headers aside).
+async fn send(gw: &Gateway, live: &Live, out: &Outbound) -> Result<Response<Body>, reqwest::Error> {
+    let mut req = gw
+        .api
+        .http()
+        .request(out.method.clone(), &out.url)
+        .timeout(live.config.slack.api_timeout)
+        .bearer_auth(&out.token)
+        .body(out.body.clone());
+    if let Some(ct) = &out.content_type {
+        req = req.header(header::CONTENT_TYPE, ct.clone());
+    }
+    let answer = req.send().await?;
+    let status = answer.status();
+    let headers = answer.headers().clone();
+    let body = answer.bytes().await?;
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    for (name, value) in &headers {
+        if !is_hop_by_hop(name) {
+            r.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    Ok(r)
+}
+
+fn is_hop_by_hop(name: &header::HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "content-length"
+    )
+}
+
+/// `{slack.api_url}/{method}`, with the caller's query.
+fn slack_url(live: &Live, method: &str, query: Option<&str>) -> String {
+    let base = live.config.slack.api_url.as_str().trim_end_matches('/');
+    match query {
+        Some(q) if !q.is_empty() => format!("{base}/{method}?{q}"),
+        _ => format!("{base}/{method}"),
+    }
+}
+
+/// Words of `[A-Za-z0-9_]` joined by single dots: `chat.postMessage`, `admin.users.list`.
+/// Checked on the raw segment, so `%2e`, `..` and `a/b` are refused before anything decodes.
+pub fn valid_method(m: &str) -> bool {
+    m.len() <= 128
+        && m.split('.')
+            .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+}
+
+/// The caller's identity headers (named as the gateway injects them), and whether it wants
+/// the user's token.
+fn identity(live: &Live, headers: &HeaderMap) -> Result<(Identity, bool), Refused> {
+    let names = &live.config.upstream.headers;
+    let get = |name: &header::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    let team_id = get(&names.team_id);
+    let enterprise_id = get(&names.enterprise_id);
+    if team_id.is_none() && enterprise_id.is_none() {
+        return Err(refusal(StatusCode::BAD_REQUEST, "missing_identity"));
+    }
+    let is_enterprise_install = get(&names.enterprise_install)
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        || (team_id.is_none() && enterprise_id.is_some());
+    let want_user = headers
+        .get(TOKEN_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("user"));
+    let user_id = get(&names.user_id);
+    if want_user && user_id.is_none() {
+        return Err(refusal(StatusCode::BAD_REQUEST, "missing_identity"));
+    }
+    Ok((
+        Identity {
+            enterprise_id,
+            team_id,
+            user_id,
+            is_enterprise_install,
+        },
+        want_user,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_names_are_checked_raw() {
+        for ok in [
+            "chat.postMessage",
+            "auth.test",
+            "admin.users.list",
+            "api_test",
+        ] {
+            assert!(valid_method(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a..b",
+            ".a",
+            "a.",
+            "a/b",
+            "%2e",
+            "chat%2EpostMessage",
+            "a b",
+            "a-b",
+        ] {
+            assert!(!valid_method(bad), "{bad}");
+        }
+        assert!(!valid_method(&"a".repeat(129)));
+    }
+
+    #[test]
+    fn a_wait_is_given_in_whole_seconds_rounded_up() {
+        let r = ratelimited(Duration::from_millis(2100));
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "3");
+        assert_eq!(
+            ratelimited(Duration::from_secs(4)).headers()[header::RETRY_AFTER],
+            "4"
+        );
+    }
+}

@@ -1,0 +1,372 @@
+//! The Web API egress (SPEC "Web API egress"): the upstream calls Slack through the gateway
+//! with the identity headers it received, and the gateway adds the installation's token.
+//! "Slack" here is a recording server, so what reaches it can be checked byte for byte.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use slack_gateway::store::contract::workspace_install;
+use slack_gateway::store::Token;
+use support::{FakeUpstream, Reply, TestGateway};
+
+/// A gateway with the egress on a port of its own, Slack's API at `slack`, and `extra` TOML.
+async fn gateway(slack: &FakeUpstream, extra: &str) -> TestGateway {
+    let upstream = FakeUpstream::start().await;
+    let mut user = workspace_install("T1", "U1", "xoxb-t1-bot");
+    user.user_token = Some(Token::new("xoxp-t1-u1"));
+    TestGateway::builder(upstream.url())
+        .toml(&format!(
+            "[slack]\napi_url = \"{}/api\"\n[egress]\nenabled = true\nlisten = \"127.0.0.1:0\"\n{extra}",
+            slack.url()
+        ))
+        .seed(user)
+        .seed(workspace_install("T2", "U2", "xoxb-t2-bot"))
+        .start()
+        .await
+}
+
+fn egress_url(gw: &TestGateway, path: &str) -> String {
+    format!(
+        "http://{}{path}",
+        gw.gw.egress_addr.get().expect("egress bound")
+    )
+}
+
+fn slack_reply(status: u16, headers: &[(&str, &str)], body: &str) -> Reply {
+    Reply {
+        status,
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        body: Bytes::from(body.to_owned()),
+        delay: Duration::ZERO,
+    }
+}
+
+#[tokio::test]
+async fn a_call_goes_to_slack_with_the_installations_token_and_comes_back_as_is() {
+    let slack = FakeUpstream::start_with(slack_reply(
+        200,
+        &[
+            ("content-type", "application/json; charset=utf-8"),
+            ("x-slack-req-id", "r1"),
+        ],
+        r#"{"ok":true,"channel":"C1","ts":"1.2"}"#,
+    ))
+    .await;
+    let gw = gateway(&slack, "").await;
+    let body = "channel=C1&text=hello%20%E2%9C%93&blocks=%5B%5D";
+    let r = reqwest::Client::new()
+        .post(egress_url(&gw, "/api/chat.postMessage?pretty=1"))
+        .header("x-slack-team-id", "T1")
+        .header("authorization", "Bearer xoxb-the-callers-own")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-slack-req-id"], "r1");
+    assert_eq!(
+        r.text().await.unwrap(),
+        r#"{"ok":true,"channel":"C1","ts":"1.2"}"#
+    );
+    let seen = slack.requests();
+    assert_eq!(seen.len(), 1);
+    let s = &seen[0];
+    assert_eq!(s.method, "POST");
+    assert_eq!(s.path_and_query, "/api/chat.postMessage?pretty=1");
+    assert_eq!(s.body, body.as_bytes(), "the body byte for byte");
+    assert_eq!(
+        s.headers["content-type"],
+        "application/x-www-form-urlencoded"
+    );
+    let auth: Vec<_> = s.headers.get_all("authorization").iter().collect();
+    assert_eq!(
+        auth,
+        ["Bearer xoxb-t1-bot"],
+        "the caller's Authorization is replaced"
+    );
+    assert!(
+        s.headers.get("x-slack-team-id").is_none(),
+        "identity stays here"
+    );
+
+    // JSON bodies and GET with a query go the same way; the user's token on request.
+    let r = reqwest::Client::new()
+        .post(egress_url(&gw, "/api/search.messages"))
+        .header("x-slack-team-id", "T1")
+        .header("x-slack-user-id", "U1")
+        .header("x-slack-token-type", "user")
+        .header("content-type", "application/json; charset=utf-8")
+        .body(r#"{"query":"x"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = reqwest::Client::new()
+        .get(egress_url(
+            &gw,
+            "/api/conversations.list?limit=2&cursor=abc",
+        ))
+        .header("x-slack-team-id", "T2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = slack.requests();
+    assert_eq!(seen[1].headers["authorization"], "Bearer xoxp-t1-u1");
+    assert_eq!(seen[1].body, r#"{"query":"x"}"#.as_bytes());
+    assert_eq!(
+        seen[1].headers["content-type"],
+        "application/json; charset=utf-8"
+    );
+    assert_eq!(seen[2].method, "GET");
+    assert_eq!(
+        seen[2].path_and_query,
+        "/api/conversations.list?limit=2&cursor=abc"
+    );
+    assert_eq!(seen[2].headers["authorization"], "Bearer xoxb-t2-bot");
+    gw.shutdown().await;
+}
+
+/// Slack's own errors, 5xx included, come back as they are and are not retried.
+#[tokio::test]
+async fn slacks_errors_come_back_as_they_are() {
+    let slack =
+        FakeUpstream::start_with(slack_reply(503, &[("content-type", "text/plain")], "down")).await;
+    let gw = gateway(&slack, "").await;
+    let r = reqwest::Client::new()
+        .post(egress_url(&gw, "/api/chat.postMessage"))
+        .header("x-slack-team-id", "T1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.text().await.unwrap(), "down");
+    assert_eq!(slack.count(), 1, "not retried");
+    gw.shutdown().await;
+}
+
+async fn refusal(r: reqwest::Response) -> (u16, String) {
+    let status = r.status().as_u16();
+    let v: serde_json::Value = r.json().await.expect("Slack-shaped JSON");
+    assert_eq!(v["ok"], false);
+    (status, v["error"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn refusals_are_slack_shaped_and_nothing_reaches_slack() {
+    let slack = FakeUpstream::start().await;
+    let gw = gateway(&slack, "").await;
+    let c = reqwest::Client::new();
+    let post = |path: &str| c.post(egress_url(&gw, path));
+    let cases = [
+        (post("/api/chat.postMessage"), 400, "missing_identity"),
+        (
+            post("/api/chat.postMessage").header("x-slack-team-id", "T404"),
+            404,
+            "not_installed",
+        ),
+        (
+            post("/api/chat.postMessage")
+                .header("x-slack-team-id", "T2")
+                .header("x-slack-user-id", "U2")
+                .header("x-slack-token-type", "user"),
+            403,
+            "no_user_token",
+        ),
+        (
+            post("/api/chat.postMessage")
+                .header("x-slack-team-id", "T1")
+                .header("x-slack-token-type", "user"),
+            400,
+            "missing_identity",
+        ),
+    ];
+    for (req, status, error) in cases {
+        assert_eq!(
+            refusal(req.send().await.unwrap()).await,
+            (status, error.to_owned())
+        );
+    }
+    for bad in [
+        "/api/..",
+        "/api/chat..postMessage",
+        "/api/%2e%2e",
+        "/api/chat%2EpostMessage",
+        "/api/a/b",
+        "/api/",
+        "/slack/events",
+        "/",
+    ] {
+        let r = post(bad)
+            .header("x-slack-team-id", "T1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            refusal(r).await,
+            (400, "invalid_method".to_owned()),
+            "{bad}"
+        );
+    }
+    assert_eq!(slack.count(), 0, "no refusal reached Slack");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_a_token_every_call_must_bring_it() {
+    let slack = FakeUpstream::start_with(slack_reply(200, &[], r#"{"ok":true}"#)).await;
+    let gw = gateway(&slack, "token = \"egress-secret-123\"\n").await;
+    let c = reqwest::Client::new();
+    for auth in [None, Some("Bearer wrong"), Some("egress-secret-123")] {
+        let mut req = c
+            .post(egress_url(&gw, "/api/auth.test"))
+            .header("x-slack-team-id", "T1");
+        if let Some(a) = auth {
+            req = req.header("proxy-authorization", a);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.headers()["proxy-authenticate"], "Bearer");
+        assert_eq!(
+            refusal(r).await,
+            (401, "proxy_auth_required".to_owned()),
+            "{auth:?}"
+        );
+    }
+    let r = c
+        .post(egress_url(&gw, "/api/auth.test"))
+        .header("x-slack-team-id", "T1")
+        .header("proxy-authorization", "Bearer egress-secret-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(slack.count(), 1);
+    assert!(
+        slack.requests()[0]
+            .headers
+            .get("proxy-authorization")
+            .is_none(),
+        "the egress token is not passed on"
+    );
+    gw.shutdown().await;
+}
+
+/// A 429 holds that method for that workspace until Retry-After: the held calls are not sent
+/// meanwhile, then go out; other workspaces are not held. The 429'd call is retried.
+#[tokio::test]
+async fn a_rate_limited_method_is_held_for_its_workspace_only() {
+    let slack = FakeUpstream::start_with(slack_reply(
+        429,
+        &[("retry-after", "3"), ("content-type", "application/json")],
+        r#"{"ok":false,"error":"ratelimited"}"#,
+    ))
+    .await;
+    let gw = gateway(&slack, "").await;
+    let url = egress_url(&gw, "/api/chat.postMessage");
+    let call = |team: &'static str| {
+        let url = url.clone();
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .header("x-slack-team-id", team)
+                .body("channel=C1&text=x")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let first = tokio::spawn(call("T1"));
+    while slack.count() < 1 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    slack.set_reply(slack_reply(200, &[], r#"{"ok":true}"#));
+    let held = tokio::spawn(call("T1"));
+    // Another workspace goes through at once, while T1's calls wait.
+    assert_eq!(call("T2").await, 200);
+    let seen = slack.requests();
+    assert_eq!(
+        seen.len(),
+        2,
+        "T1's held call and its retry were not sent yet"
+    );
+    assert_eq!(seen[1].headers["authorization"], "Bearer xoxb-t2-bot");
+    assert_eq!(
+        first.await.unwrap(),
+        200,
+        "the 429'd call is retried after Retry-After"
+    );
+    assert_eq!(held.await.unwrap(), 200);
+    assert_eq!(slack.count(), 4);
+    gw.shutdown().await;
+}
+
+/// A hold longer than egress.max_wait answers 429 `ratelimited` at once, with the rest of the
+/// wait in Retry-After, and sends nothing.
+#[tokio::test]
+async fn a_hold_past_max_wait_is_answered_at_once() {
+    let slack = FakeUpstream::start_with(slack_reply(
+        429,
+        &[("retry-after", "30"), ("content-type", "application/json")],
+        r#"{"ok":false,"error":"ratelimited"}"#,
+    ))
+    .await;
+    let gw = gateway(&slack, "max_wait = \"2s\"\n").await;
+    let c = reqwest::Client::new();
+    let send = || {
+        c.post(egress_url(&gw, "/api/chat.postMessage"))
+            .header("x-slack-team-id", "T1")
+            .send()
+    };
+    let r = send().await.unwrap();
+    assert_eq!(r.status(), 429, "Slack's own 429, as it came");
+    assert_eq!(r.headers()["retry-after"], "30");
+    let r = send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((28..=30).contains(&wait), "{wait}");
+    assert_eq!(refusal(r).await.1, "ratelimited");
+    assert_eq!(slack.count(), 1, "the held call was not sent");
+    gw.shutdown().await;
+}
+
+/// `upstream.inject_tokens = false`: forwarded Slack requests carry the identity headers and
+/// no token, in any header.
+#[tokio::test]
+async fn without_token_injection_no_token_reaches_the_upstream() {
+    let upstream = FakeUpstream::start().await;
+    let mut inst = workspace_install("T1", "U1", "xoxb-t1-bot");
+    inst.user_token = Some(Token::new("xoxp-t1-u1"));
+    let gw = TestGateway::builder(upstream.url())
+        .toml("[upstream]\ninject_tokens = false\ninject_user_token = true\n")
+        .seed(inst)
+        .start()
+        .await;
+    let body = format!(
+        r#"{{"team_id":"T1","api_app_id":"A111","type":"event_callback","event_id":"Ev{}","event":{{"type":"app_mention","user":"U1"}}}}"#,
+        support::unique_id()
+    );
+    assert_eq!(gw.post(body).send().await.status, 200);
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].headers["x-slack-team-id"], "T1");
+    assert_eq!(seen[0].headers["x-slack-bot-user-id"], "UT1BOT");
+    for (name, value) in &seen[0].headers {
+        assert!(
+            !value.to_str().unwrap_or("").contains("xox"),
+            "{name} carries a token"
+        );
+    }
+    gw.shutdown().await;
+}
