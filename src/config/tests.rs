@@ -306,3 +306,37 @@ fn a_protect_prefix_overlapping_a_slack_path_is_refused() {
         assert!(load(&with(fine)).is_ok(), "{fine}");
     }
 }
+
+#[test]
+fn egress_defaults_and_rules() {
+    let c = load(MINIMAL).unwrap();
+    assert!(!c.egress.enabled);
+    assert_eq!(c.egress.listen.to_string(), "127.0.0.1:3001");
+    assert_eq!(c.egress.max_wait, Duration::from_secs(30));
+    assert!(c.upstream.inject_tokens);
+    // Off loopback, only with a token.
+    for extra in [
+        "[egress]\nenabled = true\nlisten = \"0.0.0.0:3001\"\n",
+        "[egress]\nlisten = \"10.0.0.5:3001\"\ntoken = \"\"\n",
+    ] {
+        assert_eq!(
+            invalid_key(&format!("{MINIMAL}{extra}")),
+            "egress.listen",
+            "{extra}"
+        );
+    }
+    let c = load(&format!(
+        "{MINIMAL}[egress]\nenabled = true\nlisten = \"0.0.0.0:3001\"\ntoken = \"t0k\"\nmax_wait = \"5s\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.egress.token.as_ref().map(|t| t.expose()), Some("t0k"));
+    assert_eq!(c.egress.max_wait, Duration::from_secs(5));
+    for (extra, key) in [
+        ("[egress]\nmax_wait = \"soon\"\n", "egress.max_wait"),
+        ("[egress]\nlisten = \"nowhere\"\n", "egress.listen"),
+    ] {
+        assert_eq!(invalid_key(&format!("{MINIMAL}{extra}")), key, "{extra}");
+    }
+    let c = load(&format!("{MINIMAL}[upstream]\ninject_tokens = false\n")).unwrap();
+    assert!(!c.upstream.inject_tokens);
+}
