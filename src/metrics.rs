@@ -61,6 +61,21 @@ struct ResultLabel {
     result: &'static str,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EgressCallLabels {
+    method: String,
+    status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct MethodLabel {
+    method: String,
+}
+
+/// Distinct Web API method names given their own label at most (Slack has about 300);
+/// past it, `other`. Callers choose the names, so they are bounded.
+const EGRESS_METHODS_MAX: usize = 512;
+
 /// Every metric the gateway keeps.
 pub struct Metrics {
     registry: Registry,
@@ -73,6 +88,10 @@ pub struct Metrics {
     last_reload_success: Gauge<f64, std::sync::atomic::AtomicU64>,
     upstream_errors: Family<ReasonLabel, Counter>,
     installations: Gauge,
+    egress_calls: Family<EgressCallLabels, Counter>,
+    egress_holds: Family<MethodLabel, Counter>,
+    egress_held: Counter<f64, std::sync::atomic::AtomicU64>,
+    egress_methods: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Handles on the series every forwarded Slack request updates (metrics share their
     /// value with their clones): no label hashing or map lookup on the hot path.
     slack_ok: OnceLock<Counter>,
@@ -106,6 +125,24 @@ impl Metrics {
         let last_reload_success = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         let upstream_errors = Family::<ReasonLabel, Counter>::default();
         let installations = Gauge::default();
+        let egress_calls = Family::<EgressCallLabels, Counter>::default();
+        let egress_holds = Family::<MethodLabel, Counter>::default();
+        let egress_held = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "egress_calls",
+            "Web API calls through the egress, by method and status",
+            egress_calls.clone(),
+        );
+        registry.register(
+            "egress_holds",
+            "Egress calls held back by a rate limit, by method",
+            egress_holds.clone(),
+        );
+        registry.register(
+            "egress_held_seconds",
+            "Time egress calls spent held back by rate limits",
+            egress_held.clone(),
+        );
         registry.register(
             "requests",
             "Requests answered, by route and status",
@@ -168,6 +205,10 @@ impl Metrics {
             last_reload_success,
             upstream_errors,
             installations,
+            egress_calls,
+            egress_holds,
+            egress_held,
+            egress_methods: Default::default(),
             slack_ok: OnceLock::new(),
             slack_latency: OnceLock::new(),
         }
@@ -235,6 +276,36 @@ impl Metrics {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         self.last_reload_success.set(now.as_secs_f64());
+    }
+
+    /// The label of a Web API method name: itself, until too many distinct ones were seen.
+    fn method_label(&self, method: &str) -> String {
+        let mut seen = self.egress_methods.lock().expect("egress methods");
+        if seen.contains(method) {
+            return method.to_owned();
+        }
+        if seen.len() < EGRESS_METHODS_MAX {
+            seen.insert(method.to_owned());
+            return method.to_owned();
+        }
+        "other".to_owned()
+    }
+
+    /// One egress call answered with `status` (Slack's, or the gateway's own refusal).
+    pub fn egress_call(&self, method: &str, status: u16) {
+        let method = self.method_label(method);
+        self.egress_calls
+            .get_or_create(&EgressCallLabels { method, status })
+            .inc();
+    }
+
+    /// An egress call held back for `held` by a rate limit.
+    pub fn egress_hold(&self, method: &str, held: Duration) {
+        let method = self.method_label(method);
+        self.egress_holds
+            .get_or_create(&MethodLabel { method })
+            .inc();
+        self.egress_held.inc_by(held.as_secs_f64());
     }
 
     pub fn upstream_error(&self, reason: &'static str) {

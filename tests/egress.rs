@@ -370,3 +370,48 @@ async fn without_token_injection_no_token_reaches_the_upstream() {
     }
     gw.shutdown().await;
 }
+
+/// Metrics: calls by method and status, holds and time held.
+#[tokio::test]
+async fn calls_and_holds_are_counted() {
+    let slack = FakeUpstream::start_with(slack_reply(429, &[("retry-after", "1")], "{}")).await;
+    let gw = gateway(&slack, "").await;
+    let c = reqwest::Client::new();
+    let call = c
+        .post(egress_url(&gw, "/api/chat.postMessage"))
+        .header("x-slack-team-id", "T1")
+        .send();
+    let call = tokio::spawn(call);
+    while slack.count() < 1 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    slack.set_reply(slack_reply(200, &[], r#"{"ok":true}"#));
+    assert_eq!(call.await.unwrap().unwrap().status(), 200);
+    let r = c
+        .post(egress_url(&gw, "/api/chat.postMessage"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let metrics = reqwest::get(gw.admin_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for want in [
+        r#"slack_gateway_egress_calls_total{method="chat.postMessage",status="200"} 1"#,
+        r#"slack_gateway_egress_calls_total{method="-",status="400"} 1"#,
+        r#"slack_gateway_egress_holds_total{method="chat.postMessage"} 1"#,
+    ] {
+        assert!(metrics.contains(want), "{want} in\n{metrics}");
+    }
+    let held: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("slack_gateway_egress_held_seconds_total "))
+        .expect("time held")
+        .parse()
+        .unwrap();
+    assert!(held >= 0.9, "{held}");
+    gw.shutdown().await;
+}

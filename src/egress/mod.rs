@@ -44,7 +44,11 @@ pub async fn handle(gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<Body>
     let live = gw.live();
     match call(gw, &live, req).await {
         Ok(r) => r,
-        Err(refused) => refused.into_response(),
+        Err(refused) => {
+            // The gateway's own refusals, under no method name (the caller's may be invalid).
+            gw.metrics.egress_call("-", refused.0.as_u16());
+            refused.into_response()
+        }
     }
 }
 
@@ -148,7 +152,10 @@ async fn call(
         body,
         token: token.expose().to_owned(),
     };
-    Ok(send_holding(gw, live, &inst, &method_name, outbound).await)
+    let answer = send_holding(gw, live, &inst, &method_name, outbound).await;
+    gw.metrics
+        .egress_call(&method_name, answer.status().as_u16());
+    Ok(answer)
 }
 
 /// What goes to Slack, kept so that a call Slack rate-limited can be sent again.
@@ -180,6 +187,7 @@ async fn send_holding(
             }
             tracing::debug!(team = %team, method, ?wait, "egress: held by Slack's rate limit");
             tokio::time::sleep(wait).await;
+            gw.metrics.egress_hold(method, wait);
             continue;
         }
         let answer = match send(gw, live, &out).await {
@@ -196,6 +204,7 @@ async fn send_holding(
             if started.elapsed() + wait > max_wait {
                 return answer;
             }
+            // Sent again once the hold has passed (the check above waits it out).
             continue;
         }
         return answer;
