@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use support::binary::{free_port, Running, BIN};
 use support::fake_slack::{rand_suffix, FakeSlack, PostedMessage};
 use support::oauth_harness::{CLIENT_ID, CLIENT_SECRET};
+use support::python::venv_python;
 
 const SIGNING_SECRET: &str = "example-python-signing-secret";
 const TEAM: &str = "T0EXAMPLE";
@@ -28,31 +29,6 @@ const LIMIT: Duration = Duration::from_secs(30);
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The venv's python, or a failure that says how to create it.
-fn venv_python() -> PathBuf {
-    let venv = std::env::var_os("SLACK_GATEWAY_EXAMPLE_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/example-venv"));
-    let python = venv.join("bin/python");
-    assert!(
-        python.exists(),
-        "no Python venv for the example at {}: run `bash scripts/setup-test-deps.sh` \
-         (needs python3 and PyPI)",
-        venv.display()
-    );
-    let imports = Command::new(&python)
-        .args(["-c", "import slack_bolt, slack_sdk"])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-    assert!(
-        imports.status.success(),
-        "the venv at {} lacks slack_bolt: run `bash scripts/setup-test-deps.sh`\n{}",
-        venv.display(),
-        String::from_utf8_lossy(&imports.stderr)
-    );
-    python
 }
 
 /// Environment of the child processes: the example's secrets, and never a proxy (everything

@@ -33,6 +33,8 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
 use super::fake_oidc::{OidcState, OidcUser, Tamper};
+pub use super::fake_web_api::PostedMessage;
+use super::fake_web_api::{call as web_call, rate_limited, upload, Caller, WebState};
 
 /// Codes expire after this long (Slack: 10 minutes).
 pub const CODE_TTL_SECS: i64 = 600;
@@ -111,16 +113,6 @@ struct RefreshEntry {
     used: bool,
 }
 
-/// A `chat.postMessage` call: the token it came with, where and what, and whether the fake
-/// accepted it.
-#[derive(Clone, Debug)]
-pub struct PostedMessage {
-    pub token: Option<String>,
-    pub channel: String,
-    pub text: String,
-    pub ok: bool,
-}
-
 /// A recorded API call (form fields and whether Basic auth was used).
 #[derive(Clone, Debug)]
 pub struct Call {
@@ -147,8 +139,10 @@ struct State {
     next_grant: Grant,
     /// Sign in with Slack.
     oidc: OidcState,
-    /// Every `chat.postMessage` attempt.
-    posted: Vec<PostedMessage>,
+    /// The Web API methods of `fake_web_api`.
+    web: WebState,
+    /// `http://{addr}`.
+    base: String,
 }
 
 /// A running fake Slack on 127.0.0.1.
@@ -183,7 +177,8 @@ impl FakeSlack {
             counter: 0,
             next_grant: Grant::workspace("T0FAKE1", "U0INSTALLER"),
             oidc: OidcState::new(format!("http://{addr}")),
-            posted: Vec::new(),
+            web: WebState::default(),
+            base: format!("http://{addr}"),
         }));
         let st = state.clone();
         let server = tokio::spawn(async move {
@@ -345,9 +340,29 @@ impl FakeSlack {
         );
     }
 
+    /// The next `calls` calls of `method` answer 429 with `Retry-After: {secs}`.
+    pub fn ratelimit(&self, method: &str, calls: usize, secs: u64) {
+        self.state
+            .lock()
+            .unwrap()
+            .web
+            .ratelimit(method, calls, secs);
+    }
+
+    /// How many calls of `method` answered 429.
+    pub fn ratelimited(&self, method: &str) -> usize {
+        let s = self.state.lock().unwrap();
+        s.web.ratelimited.get(method).copied().unwrap_or(0)
+    }
+
+    /// The bytes uploaded for `file_id`.
+    pub fn uploaded(&self, file_id: &str) -> Option<Bytes> {
+        self.state.lock().unwrap().web.uploaded(file_id)
+    }
+
     /// Every `chat.postMessage` received, in order, accepted or not.
     pub fn posted_messages(&self) -> Vec<PostedMessage> {
-        self.state.lock().unwrap().posted.clone()
+        self.state.lock().unwrap().web.posted.clone()
     }
 }
 
@@ -356,6 +371,22 @@ pub fn rand_suffix() -> String {
     let mut b = [0u8; 8];
     rand::rng().fill_bytes(&mut b);
     hex::encode(b)
+}
+
+/// The team a token was issued for, or the error Slack gives for it.
+fn token_team(s: &State, token: Option<&str>) -> Result<String, &'static str> {
+    let now = real_now() + s.now_offset;
+    match token.map(|t| s.tokens.get(t)) {
+        None => Err("not_authed"),
+        Some(None) => Err("invalid_auth"),
+        Some(Some(e)) if e.expires_at.is_some_and(|x| x <= now) => Err("token_expired"),
+        Some(Some(e)) => Ok(e
+            .grant
+            .team_id
+            .clone()
+            .or(e.grant.enterprise_id.clone())
+            .unwrap_or_default()),
+    }
 }
 
 fn respond_json(v: Value) -> Response<Full<Bytes>> {
@@ -393,6 +424,14 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<
     }
     if req.method() == http::Method::GET && path == "/openid/connect/keys" {
         return respond_json(st.lock().unwrap().oidc.jwks());
+    }
+    if let Some(file_id) = path.strip_prefix("/upload/").map(str::to_owned) {
+        let body = req.into_body().collect().await.map(|b| b.to_bytes());
+        return upload(
+            &mut st.lock().unwrap().web,
+            &file_id,
+            body.unwrap_or_default(),
+        );
     }
     let Some(method) = path.strip_prefix("/api/").map(str::to_owned) else {
         return Response::builder()
@@ -436,6 +475,19 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<
         form: form.clone(),
         basic_auth: basic.clone(),
     });
+    if let Some(limited) = rate_limited(&mut st.lock().unwrap().web, &method) {
+        return limited;
+    }
+    {
+        let mut s = st.lock().unwrap();
+        let token = bearer.clone().or_else(|| form.get("token").cloned());
+        let team = token_team(&s, token.as_deref());
+        let (base, now) = (s.base.clone(), real_now() + s.now_offset);
+        let caller = Caller { token, team, now };
+        if let Some(r) = web_call(&mut s.web, &base, &method, caller, &form) {
+            return r;
+        }
+    }
     match method.as_str() {
         "oauth.v2.access" => {
             let refresh_delay = st.lock().unwrap().refresh_delay;
@@ -467,10 +519,6 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<
         "auth.test" => {
             let token = bearer.or_else(|| form.get("token").cloned());
             auth_test(&st, token)
-        }
-        "chat.postMessage" => {
-            let token = bearer.or_else(|| form.get("token").cloned());
-            chat_post_message(&st, token, &form)
         }
         _ => slack_error("unknown_method"),
     }
@@ -809,51 +857,4 @@ fn auth_test(st: &Arc<Mutex<State>>, token: Option<String>) -> Response<Full<Byt
         "enterprise_id": g.enterprise_id,
         "is_enterprise_install": g.is_enterprise_install,
     }))
-}
-
-fn chat_post_message(
-    st: &Arc<Mutex<State>>,
-    token: Option<String>,
-    form: &HashMap<String, String>,
-) -> Response<Full<Bytes>> {
-    let mut s = st.lock().unwrap();
-    let now = real_now() + s.now_offset;
-    let channel = form.get("channel").cloned().unwrap_or_default();
-    let text = form.get("text").cloned().unwrap_or_default();
-    let result = match token.as_ref().map(|t| (t, s.tokens.get(t))) {
-        None => Err("not_authed"),
-        Some((_, None)) => Err("invalid_auth"),
-        Some((_, Some(e))) if e.expires_at.is_some_and(|x| x <= now) => Err("token_expired"),
-        Some(_) if channel.is_empty() => Err("channel_not_found"),
-        Some(_) if text.is_empty() && !form.contains_key("blocks") => Err("no_text"),
-        Some((_, Some(e))) => {
-            let team = e.grant.team_id.clone().or(e.grant.enterprise_id.clone());
-            Ok(team.unwrap_or_default())
-        }
-    };
-    s.posted.push(PostedMessage {
-        token,
-        channel: channel.clone(),
-        text: text.clone(),
-        ok: result.is_ok(),
-    });
-    match result {
-        Ok(team) => {
-            s.counter += 1;
-            let ts = format!("{now}.{:06}", s.counter);
-            respond_json(json!({
-                "ok": true,
-                "channel": channel,
-                "ts": ts,
-                "message": {
-                    "type": "message",
-                    "text": text,
-                    "user": format!("U{team}BOT"),
-                    "bot_id": format!("B{team}"),
-                    "ts": ts,
-                },
-            }))
-        }
-        Err(e) => slack_error(e),
-    }
 }

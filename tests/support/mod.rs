@@ -19,10 +19,12 @@ pub mod binary;
 pub mod browser;
 pub mod fake_oidc;
 pub mod fake_slack;
+pub mod fake_web_api;
 pub mod forwarding;
 pub mod oauth_harness;
 pub mod pg_binary;
 pub mod postgres;
+pub mod python;
 pub mod replicas;
 pub mod tcp_relay;
 
