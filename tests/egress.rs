@@ -415,3 +415,61 @@ async fn calls_and_holds_are_counted() {
     assert!(held >= 0.9, "{held}");
     gw.shutdown().await;
 }
+
+/// A rotating token is refreshed before the call, once for many concurrent calls, by the
+/// same rule as forwarding; Slack sees the new token.
+#[tokio::test]
+async fn a_rotating_token_is_refreshed_once_before_the_calls() {
+    use slack_gateway::store::{InstallationStore, TeamRef};
+    use support::fake_slack::Grant;
+    use support::oauth_harness::Harness;
+    let h = Harness::start("\n[egress]\nenabled = true\nlisten = \"127.0.0.1:0\"\n").await;
+    // Tokens live one hour; the gateway refreshes those expiring within two.
+    h.slack.enable_rotation(3600);
+    h.slack
+        .set_refresh_delay(std::time::Duration::from_millis(200));
+    let flow = h.begin().await;
+    let code = h
+        .slack
+        .issue_code(Grant::workspace("T0ROT", "U1"), Some(&h.redirect_uri()));
+    assert_eq!(h.callback(&flow, &code).await.status(), 200);
+    let team = TeamRef::new(None, Some("T0ROT"), false);
+    let old = h
+        .store
+        .find_bot(support::CLIENT_ID, &team)
+        .await
+        .unwrap()
+        .unwrap();
+    let old = old.bot_token.unwrap().expose().to_owned();
+    let url = format!(
+        "http://{}/api/chat.postMessage",
+        h.gw.egress_addr.get().unwrap()
+    );
+    let mut calls = Vec::new();
+    for i in 0..6 {
+        let url = url.clone();
+        calls.push(tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(url)
+                .header("x-slack-team-id", "T0ROT")
+                .form(&[("channel", "C1"), ("text", &format!("call {i}"))])
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }));
+    }
+    for c in calls {
+        assert_eq!(c.await.unwrap()["ok"], true);
+    }
+    assert_eq!(h.slack.refresh_calls(), 1, "one refresh for all the calls");
+    let posted = h.slack.posted_messages();
+    assert_eq!(posted.len(), 6);
+    for p in &posted {
+        let token = p.token.as_deref().unwrap();
+        assert_ne!(token, old, "sent with the refreshed token");
+        assert!(h.slack.token_is_valid(token));
+    }
+}
