@@ -27,7 +27,8 @@
 //!    flow, states, token rotation), [`signin`] (Sign in with Slack: it decides, the caller
 //!    forwards), [`reload`], [`admin`], [`transfer`] (export/import, the SDKs' file stores),
 //!    [`manifest`], [`egress`] (the Web API egress: Slack calls with the installation's token).
-//! 6. **Ingress**: [`server`] (listeners, routing, limits, graceful shutdown), [`lane`] (the
+//! 6. **Ingress**: [`server`] (the public, admin and egress listeners, routing, limits,
+//!    graceful shutdown), [`lane`] (the
 //!    fast lane: Slack's plain requests straight off the socket, through the same pipeline),
 //!    [`write_timeout`] (a client that takes no byte of its answers is cut off),
 //!    [`open_files`] (the descriptor limit at start).
