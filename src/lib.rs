@@ -28,8 +28,8 @@
 //!    forwards), [`reload`], [`admin`], [`transfer`] (export/import, the SDKs' file stores),
 //!    [`manifest`], [`egress`] (the Web API egress: Slack calls with the installation's token).
 //! 6. **Ingress**: [`server`] (the public, admin and egress listeners, routing, limits,
-//!    graceful shutdown), [`lane`] (the
-//!    fast lane: Slack's plain requests straight off the socket, through the same pipeline),
+//!    graceful shutdown), [`lane`] (the fast lane: Slack's plain requests straight off the
+//!    socket, through the same pipeline),
 //!    [`write_timeout`] (a client that takes no byte of its answers is cut off),
 //!    [`open_files`] (the descriptor limit at start).
 //! 7. [`run`] here, and `main.rs` (CLI, tracing, signals).
