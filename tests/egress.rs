@@ -473,3 +473,56 @@ async fn a_rotating_token_is_refreshed_once_before_the_calls() {
         assert!(h.slack.token_is_valid(token));
     }
 }
+
+/// Org-wide installs are found as forwarding finds them: by enterprise alone, with
+/// `X-Slack-Enterprise-Install: true`, or as the fallback of a workspace of that org.
+#[tokio::test]
+async fn org_wide_installs_are_found_as_for_forwarding() {
+    use slack_gateway::store::contract::org_install;
+    let slack = FakeUpstream::start_with(slack_reply(200, &[], r#"{"ok":true}"#)).await;
+    let upstream = FakeUpstream::start().await;
+    let gw = TestGateway::builder(upstream.url())
+        .toml(&format!(
+            "[slack]\napi_url = \"{}/api\"\n[egress]\nenabled = true\nlisten = \"127.0.0.1:0\"\n",
+            slack.url()
+        ))
+        .seed(org_install("E1", "U9", "xoxb-e1-org"))
+        .seed(workspace_install("T1", "U1", "xoxb-t1-bot"))
+        .start()
+        .await;
+    let c = reqwest::Client::new();
+    let cases: [&[(&str, &str)]; 4] = [
+        &[("x-slack-enterprise-id", "E1")],
+        &[
+            ("x-slack-enterprise-id", "E1"),
+            ("x-slack-team-id", "T7"),
+            ("x-slack-enterprise-install", "true"),
+        ],
+        // A workspace of the org without its own install falls back to the org's.
+        &[("x-slack-enterprise-id", "E1"), ("x-slack-team-id", "T7")],
+        // A workspace with its own install uses it.
+        &[("x-slack-team-id", "T1")],
+    ];
+    for headers in cases {
+        let mut req = c.post(egress_url(&gw, "/api/auth.test"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        assert_eq!(req.send().await.unwrap().status(), 200, "{headers:?}");
+    }
+    let tokens: Vec<String> = slack
+        .requests()
+        .iter()
+        .map(|r| r.headers["authorization"].to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        tokens,
+        [
+            "Bearer xoxb-e1-org",
+            "Bearer xoxb-e1-org",
+            "Bearer xoxb-e1-org",
+            "Bearer xoxb-t1-bot"
+        ]
+    );
+    gw.shutdown().await;
+}
