@@ -32,6 +32,22 @@ fn run_python(script: &str, egress: &str) -> serde_json::Value {
     })
 }
 
+/// A gateway with the egress on, Slack's API at `slack`, and T1 installed with the token the
+/// fake knows; the egress's base URL as the SDK takes it.
+async fn gateway(slack: &FakeSlack) -> (TestGateway, String) {
+    let upstream = FakeUpstream::start().await;
+    let gw = TestGateway::builder(upstream.url())
+        .toml(&format!(
+            "[slack]\napi_url = \"{}\"\n[egress]\nenabled = true\nlisten = \"127.0.0.1:0\"\n",
+            slack.api_url()
+        ))
+        .seed(workspace_install("T1", "U1", "xoxb-t1-sdk"))
+        .start()
+        .await;
+    let egress = format!("http://{}/api/", gw.gw.egress_addr.get().unwrap());
+    (gw, egress)
+}
+
 const SDK_CALLS: &str = r#"
 import json, os
 from slack_sdk import WebClient
@@ -62,16 +78,7 @@ print(json.dumps(out))
 async fn slack_sdks_web_client_calls_slack_through_the_egress_without_a_token() {
     let slack = FakeSlack::start(CLIENT_ID, CLIENT_SECRET).await;
     slack.register_token("xoxb-t1-sdk", "T1");
-    let upstream = FakeUpstream::start().await;
-    let gw = TestGateway::builder(upstream.url())
-        .toml(&format!(
-            "[slack]\napi_url = \"{}\"\n[egress]\nenabled = true\nlisten = \"127.0.0.1:0\"\n",
-            slack.api_url()
-        ))
-        .seed(workspace_install("T1", "U1", "xoxb-t1-sdk"))
-        .start()
-        .await;
-    let egress = format!("http://{}/api/", gw.gw.egress_addr.get().unwrap());
+    let (gw, egress) = gateway(&slack).await;
     let out = tokio::task::spawn_blocking(move || run_python(SDK_CALLS, &egress))
         .await
         .unwrap();
@@ -110,16 +117,7 @@ async fn a_rate_limit_is_absorbed_for_the_sdk() {
     let slack = FakeSlack::start(CLIENT_ID, CLIENT_SECRET).await;
     slack.register_token("xoxb-t1-sdk", "T1");
     slack.ratelimit("chat.postMessage", 1, 1);
-    let upstream = FakeUpstream::start().await;
-    let gw = TestGateway::builder(upstream.url())
-        .toml(&format!(
-            "[slack]\napi_url = \"{}\"\n[egress]\nenabled = true\nlisten = \"127.0.0.1:0\"\n",
-            slack.api_url()
-        ))
-        .seed(workspace_install("T1", "U1", "xoxb-t1-sdk"))
-        .start()
-        .await;
-    let egress = format!("http://{}/api/", gw.gw.egress_addr.get().unwrap());
+    let (gw, egress) = gateway(&slack).await;
     let script = r#"
 import json, os
 from slack_sdk import WebClient
