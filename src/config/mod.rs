@@ -21,6 +21,7 @@ mod cx;
 mod egress;
 mod error;
 mod expand;
+mod later;
 mod oauth;
 pub mod raw;
 mod server;
@@ -43,6 +44,7 @@ pub(crate) use cx::join_url;
 use cx::{Cx, R};
 pub use egress::EgressConfig;
 pub use error::ConfigError;
+pub use later::{DeliveryConfig, DeliveryMode, SocketModeConfig};
 pub use oauth::{OAuthConfig, DEFAULT_REFRESH_BEFORE, DEFAULT_STATE_TTL};
 use raw::RawConfig;
 pub use server::{
@@ -67,6 +69,8 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub storage: StorageConfig,
     pub egress: EgressConfig,
+    pub socket_mode: SocketModeConfig,
+    pub delivery: DeliveryConfig,
     pub admin: AdminConfig,
     /// How the Slack app is set up: read by `slack-gateway manifest` only.
     pub app: AppConfig,
@@ -150,6 +154,8 @@ impl Cx<'_> {
         self.protect_clear_of_slack_paths(&raw.signin, &signin, &upstream)?;
         let storage = self.storage(&raw.storage)?;
         let egress = self.egress(&raw.egress)?;
+        let socket_mode = self.socket_mode(&raw.socket_mode)?;
+        let delivery = self.delivery(&raw.delivery)?;
         let admin = self.admin(
             &raw.admin,
             server.admin_listen,
@@ -165,6 +171,8 @@ impl Cx<'_> {
             upstream,
             storage,
             egress,
+            socket_mode,
+            delivery,
             admin,
             app,
             placeholder_secrets: std::mem::take(&mut self.placeholders),

@@ -29,9 +29,33 @@ pub struct RawConfig {
     #[serde(default)]
     pub egress: RawEgress,
     #[serde(default)]
+    pub socket_mode: RawSocketMode,
+    #[serde(default)]
+    pub delivery: RawDelivery,
+    #[serde(default)]
     pub admin: RawAdmin,
     #[serde(default)]
     pub app: RawApp,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSocketMode {
+    pub enabled: Option<bool>,
+    pub app_token: Option<Str>,
+    pub app_token_file: Option<Str>,
+    pub connections: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDelivery {
+    pub mode: Option<Str>,
+    pub max_attempts: Option<Spanned<i64>>,
+    pub retry_backoff: Option<Str>,
+    pub retry_backoff_max: Option<Str>,
+    pub concurrency: Option<Spanned<i64>>,
+    pub dedupe_window: Option<Str>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -340,3 +340,60 @@ fn egress_defaults_and_rules() {
     let c = load(&format!("{MINIMAL}[upstream]\ninject_tokens = false\n")).unwrap();
     assert!(!c.upstream.inject_tokens);
 }
+
+/// SPEC's whole example config loads: `[socket_mode]` and `[delivery]` with their keys are
+/// read and checked; turning either on is refused by name until it is implemented.
+#[test]
+fn socket_mode_and_delivery_sections_load_and_unimplemented_modes_are_refused() {
+    let c = load(&format!(
+        "{MINIMAL}[socket_mode]\nenabled = false\nconnections = 3\n\
+         [delivery]\nmode = \"direct\"\nmax_attempts = 5\nretry_backoff = \"2s\"\n\
+         retry_backoff_max = \"1m\"\nconcurrency = 8\ndedupe_window = \"30m\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.socket_mode.connections, 3);
+    assert_eq!(c.delivery.max_attempts, 5);
+    assert_eq!(c.delivery.dedupe_window, Duration::from_secs(1800));
+    let c = load(&format!("{MINIMAL}[socket_mode]\n[delivery]\n[egress]\n")).unwrap();
+    assert_eq!(c.delivery.mode, DeliveryMode::Direct);
+    assert_eq!(c.socket_mode.connections, 2);
+    for (extra, key) in [
+        ("[socket_mode]\nenabled = true\n", "socket_mode.app_token"),
+        (
+            "[socket_mode]\nenabled = true\napp_token = \"xapp-1\"\n",
+            "socket_mode.enabled",
+        ),
+        (
+            "[socket_mode]\nconnections = 11\n",
+            "socket_mode.connections",
+        ),
+        ("[delivery]\nmode = \"queued\"\n", "delivery.mode"),
+        ("[delivery]\nmode = \"later\"\n", "delivery.mode"),
+        ("[delivery]\nmax_attempts = 0\n", "delivery.max_attempts"),
+        (
+            "[delivery]\nretry_backoff = \"10s\"\nretry_backoff_max = \"1s\"\n",
+            "delivery.retry_backoff_max",
+        ),
+    ] {
+        assert_eq!(invalid_key(&format!("{MINIMAL}{extra}")), key, "{extra}");
+    }
+}
+
+/// The example config of SPEC.md, copied as written, loads with its variables set.
+#[test]
+fn the_spec_example_config_loads() {
+    let text = include_str!("../../tests/fixtures/spec_example.toml");
+    let cookie = "c".repeat(40);
+    let c = load_env(
+        text,
+        &[
+            ("SLACK_CLIENT_ID", "1.2"),
+            ("SLACK_CLIENT_SECRET", "client-secret"),
+            ("SLACK_SIGNING_SECRET", "signing-secret"),
+            ("GATEWAY_COOKIE_SECRET", &cookie),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!c.egress.enabled && !c.socket_mode.enabled);
+    assert_eq!(c.delivery.mode, DeliveryMode::Direct);
+}
