@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use super::{db, PgStore, Shared};
+use super::{db, sql_int, PgStore, Shared};
 use crate::store::{Signature, StoreError};
 
 /// Signatures claimed by one statement at most.
@@ -59,15 +59,10 @@ async fn claim_batch(shared: &Shared, batch: Vec<Claim>) {
     for c in &batch {
         if unique.insert(c.sig.mac) {
             macs.push(&c.sig.mac[..]);
-            until.push(c.sig.forget_at.min(i64::MAX as u64) as i64);
+            until.push(sql_int(c.sig.forget_at));
         }
     }
-    let now = batch
-        .iter()
-        .map(|c| c.now)
-        .max()
-        .unwrap_or(0)
-        .min(i64::MAX as u64) as i64;
+    let now = sql_int(batch.iter().map(|c| c.now).max().unwrap_or(0));
     let result = PgStore::op_on(shared, async {
         let c = PgStore::client_of(shared).await?;
         let st = c

@@ -202,17 +202,9 @@ impl PgStore {
     }
 
     async fn refresh_bot_count(&self) -> Result<(), StoreError> {
-        self.op(async {
-            let c = self.client().await?;
-            let n: i64 = c
-                .query_one(&self.shared.sql.count_bots, &[])
-                .await
-                .map_err(db)?
-                .get(0);
-            self.shared.bots.store(n.max(0) as u64, Ordering::Relaxed);
-            Ok(())
-        })
-        .await
+        let n = self.count(&self.shared.sql.count_bots).await?;
+        self.shared.bots.store(n, Ordering::Relaxed);
+        Ok(())
     }
 
     /// A record read from the database, decoded; cached unless something changed meanwhile.
@@ -260,11 +252,7 @@ impl PgStore {
         let sql = &self.shared.sql;
         let bodies: Vec<(String, String)> = rows
             .iter()
-            .map(|(k, inst)| {
-                let body = String::from_utf8(self.shared.codec.encode(k, inst))
-                    .expect("records are JSON text");
-                (k.clone(), body)
-            })
+            .map(|(k, inst)| (k.clone(), self.body(k, inst)))
             .collect();
         let (deleted, new_bots) = self
             .op(async {
@@ -331,6 +319,32 @@ impl PgStore {
         Ok(deleted)
     }
 
+    /// A record as the `body` column keeps it (JSON text, tokens sealed when sealing is on).
+    fn body(&self, key: &str, inst: &Installation) -> String {
+        String::from_utf8(self.shared.codec.encode(key, inst)).expect("records are JSON text")
+    }
+
+    /// Runs one query; its rows.
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        self.op(async {
+            let c = self.client().await?;
+            let st = c.prepare_cached(sql).await.map_err(db)?;
+            c.query(&st, params).await.map_err(db)
+        })
+        .await
+    }
+
+    /// Runs a `SELECT count(*)`.
+    async fn count(&self, sql: &str) -> Result<u64, StoreError> {
+        let rows = self.query(sql, &[]).await?;
+        let n: i64 = rows.first().map_or(0, |r| r.get(0));
+        Ok(n.max(0) as u64)
+    }
+
     /// Runs one statement that returns a row count.
     async fn execute(
         &self,
@@ -352,6 +366,11 @@ enum Delete<'a> {
     Keys(&'a [String]),
     /// Keys in `[from, to)`.
     Range(&'a str, &'a str),
+}
+
+/// Unix seconds as PostgreSQL's `bigint` (saturating: no real time is past it).
+pub(super) fn sql_int(n: u64) -> i64 {
+    n.min(i64::MAX as u64) as i64
 }
 
 /// The `kind` column of a key: `bot`, `latest` or `user`.
@@ -471,14 +490,7 @@ impl InstallationStore for PgStore {
     async fn list(&self, app: &str) -> Result<Vec<StoredRecord>, StoreError> {
         let prefix = format!("inst/{}/", check_id(app)?);
         let end = range_end(&prefix);
-        let rows = self
-            .op(async {
-                let c = self.client().await?;
-                c.query(&self.shared.sql.list, &[&prefix, &end])
-                    .await
-                    .map_err(db)
-            })
-            .await?;
+        let rows = self.query(&self.shared.sql.list, &[&prefix, &end]).await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let key: String = row.get(0);
@@ -506,7 +518,7 @@ impl InstallationStore for PgStore {
     }
 
     async fn mark_state_used(&self, id: &str, keep_until: u64) -> Result<bool, StoreError> {
-        let until = keep_until.min(i64::MAX as u64) as i64;
+        let until = sql_int(keep_until);
         Ok(self
             .execute(&self.shared.sql.mark_state, &[&id, &until])
             .await?
@@ -514,23 +526,14 @@ impl InstallationStore for PgStore {
     }
 
     async fn sweep_used_states(&self, now: u64, limit: usize) -> Result<usize, StoreError> {
-        let (now, limit) = (now.min(i64::MAX as u64) as i64, limit as i64);
+        let (now, limit) = (sql_int(now), limit as i64);
         Ok(self
             .execute(&self.shared.sql.sweep_states, &[&now, &limit])
             .await? as usize)
     }
 
     async fn used_state_count(&self) -> Result<u64, StoreError> {
-        self.op(async {
-            let c = self.client().await?;
-            let n: i64 = c
-                .query_one(&self.shared.sql.count_states, &[])
-                .await
-                .map_err(db)?
-                .get(0);
-            Ok(n.max(0) as u64)
-        })
-        .await
+        self.count(&self.shared.sql.count_states).await
     }
 
     fn bot_count(&self) -> u64 {
@@ -544,11 +547,8 @@ impl InstallationStore for PgStore {
 
     async fn remember_signatures(&self, seen: &[Signature], now: u64) -> Result<(), StoreError> {
         let macs: Vec<&[u8]> = seen.iter().map(|s| &s.mac[..]).collect();
-        let until: Vec<i64> = seen
-            .iter()
-            .map(|s| s.forget_at.min(i64::MAX as u64) as i64)
-            .collect();
-        let now = now.min(i64::MAX as u64) as i64;
+        let until: Vec<i64> = seen.iter().map(|s| sql_int(s.forget_at)).collect();
+        let now = sql_int(now);
         self.execute(&self.shared.sql.remember_signatures, &[&macs, &until])
             .await?;
         self.execute(&self.shared.sql.forget_signatures, &[&now])
@@ -557,14 +557,9 @@ impl InstallationStore for PgStore {
     }
 
     async fn recent_signatures(&self, now: u64) -> Result<Vec<Signature>, StoreError> {
-        let now = now.min(i64::MAX as u64) as i64;
+        let now = sql_int(now);
         let rows = self
-            .op(async {
-                let c = self.client().await?;
-                c.query(&self.shared.sql.recent_signatures, &[&now])
-                    .await
-                    .map_err(db)
-            })
+            .query(&self.shared.sql.recent_signatures, &[&now])
             .await?;
         Ok(rows
             .iter()
@@ -626,12 +621,7 @@ impl InstallationStore for PgStore {
             return Ok(0);
         }
         let rows = self
-            .op(async {
-                let c = self.client().await?;
-                c.query(&self.shared.sql.list, &[&"inst/", &"inst0"])
-                    .await
-                    .map_err(db)
-            })
+            .query(&self.shared.sql.list, &[&"inst/", &"inst0"])
             .await?;
         let mut n = 0;
         for row in rows {
@@ -641,8 +631,7 @@ impl InstallationStore for PgStore {
             if !stale {
                 continue;
             }
-            let new = String::from_utf8(self.shared.codec.encode(&key, &inst))
-                .expect("records are JSON text");
+            let new = self.body(&key, &inst);
             // Only if nobody changed it meanwhile.
             n += self
                 .execute(&self.shared.sql.reseal, &[&key, &body, &new])
