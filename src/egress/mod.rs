@@ -234,30 +234,15 @@ async fn send(gw: &Gateway, live: &Live, out: &Outbound) -> Result<Response<Body
     }
     let answer = req.send().await?;
     let status = answer.status();
-    let headers = answer.headers().clone();
+    let mut headers = answer.headers().clone();
     let body = answer.bytes().await?;
+    // The forwarding rules' own hop-by-hop removal; the length is the buffered body's.
+    crate::http::headers::remove_hop_by_hop(&mut headers);
+    headers.remove(header::CONTENT_LENGTH);
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
-    for (name, value) in &headers {
-        if !is_hop_by_hop(name) {
-            r.headers_mut().append(name.clone(), value.clone());
-        }
-    }
+    *r.headers_mut() = headers;
     Ok(r)
-}
-
-fn is_hop_by_hop(name: &header::HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "transfer-encoding"
-            | "te"
-            | "trailer"
-            | "upgrade"
-            | "content-length"
-    )
 }
 
 /// `{slack.api_url}/{method}`, with the caller's query.
