@@ -152,19 +152,6 @@ impl SledStore {
         })
     }
 
-    /// Forgets cached copies of `keys` (all when `None`); call after the write landed.
-    fn invalidate(&self, keys: Option<&[&[u8]]>) {
-        self.cache.invalidate(keys);
-    }
-
-    fn encode(&self, key: &str, inst: &Installation) -> Vec<u8> {
-        self.codec.encode(key, inst)
-    }
-
-    fn decode(&self, key: &str, bytes: &[u8]) -> Result<(Installation, bool), StoreError> {
-        self.codec.decode(key, bytes)
-    }
-
     /// The bot count once `batch` lands, with `added` bot records new and `removed` gone; a
     /// changed count joins the batch, so it is written atomically with the records. Call with
     /// `writes` held, and store the result in `bots` after the batch is applied.
@@ -185,7 +172,7 @@ impl SledStore {
         let Some(bytes) = self.tree.get(key.as_bytes()).map_err(io)? else {
             return Ok(None);
         };
-        let inst = Arc::new(self.decode(key, &bytes)?.0);
+        let inst = Arc::new(self.codec.decode(key, &bytes)?.0);
         self.cache.fill(key, &inst, generation);
         Ok(Some(inst))
     }
@@ -210,7 +197,7 @@ impl SledStore {
         let count = self.count_bots(&mut batch, 0, bots);
         self.tree.apply_batch(batch).map_err(io)?;
         let written: Vec<&[u8]> = keys.iter().map(|k| k.as_ref()).collect();
-        self.invalidate(Some(&written));
+        self.cache.invalidate(Some(&written));
         self.bots.store(count, Ordering::Relaxed);
         self.db.flush_async().await.map_err(io)?;
         Ok(keys.len())
@@ -259,7 +246,7 @@ impl InstallationStore for SledStore {
         let bot_key = bot_key(app, &inst.team_ref())?;
         let mut batch = sled::Batch::default();
         for k in &keys {
-            batch.insert(k.as_bytes(), self.encode(k, inst));
+            batch.insert(k.as_bytes(), self.codec.encode(k, inst));
         }
         let written: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
         let _w = self.writes.lock().await;
@@ -267,7 +254,7 @@ impl InstallationStore for SledStore {
             inst.bot_token.is_some() && !self.tree.contains_key(bot_key.as_bytes()).map_err(io)?;
         let count = self.count_bots(&mut batch, u64::from(new_bot), 0);
         self.tree.apply_batch(batch).map_err(io)?;
-        self.invalidate(Some(&written));
+        self.cache.invalidate(Some(&written));
         self.bots.store(count, Ordering::Relaxed);
         self.db.flush_async().await.map_err(io)?;
         Ok(())
@@ -350,7 +337,7 @@ impl InstallationStore for SledStore {
             out.push(StoredRecord {
                 team,
                 kind,
-                installation: self.decode(&key, &v)?.0,
+                installation: self.codec.decode(&key, &v)?.0,
             });
         }
         Ok(out)
@@ -368,10 +355,10 @@ impl InstallationStore for SledStore {
         let new_bot =
             *kind == RecordKind::Bot && !self.tree.contains_key(key.as_bytes()).map_err(io)?;
         let mut batch = sled::Batch::default();
-        batch.insert(key.as_bytes(), self.encode(&key, inst));
+        batch.insert(key.as_bytes(), self.codec.encode(&key, inst));
         let count = self.count_bots(&mut batch, u64::from(new_bot), 0);
         self.tree.apply_batch(batch).map_err(io)?;
-        self.invalidate(Some(&[key.as_bytes()]));
+        self.cache.invalidate(Some(&[key.as_bytes()]));
         self.bots.store(count, Ordering::Relaxed);
         self.db.flush_async().await.map_err(io)?;
         Ok(())
@@ -469,10 +456,10 @@ impl InstallationStore for SledStore {
         for item in self.tree.scan_prefix(b"inst/") {
             let (k, v) = item.map_err(io)?;
             let key = String::from_utf8_lossy(&k).into_owned();
-            let (inst, stale) = self.decode(&key, &v)?;
+            let (inst, stale) = self.codec.decode(&key, &v)?;
             if stale {
                 // Only if nobody changed it meanwhile.
-                let new = self.encode(&key, &inst);
+                let new = self.codec.encode(&key, &inst);
                 if self
                     .tree
                     .compare_and_swap(&k, Some(v), Some(new))
@@ -483,7 +470,7 @@ impl InstallationStore for SledStore {
                 }
             }
         }
-        self.invalidate(None);
+        self.cache.invalidate::<&[u8]>(None);
         self.db.flush_async().await.map_err(io)?;
         Ok(n)
     }
