@@ -53,6 +53,7 @@ pub fn write_config_with(
             scopes,
             slack_lines,
             oauth_lines: "",
+            upstream_timeout: "5s",
             storage: &storage,
             extra,
         },
@@ -76,6 +77,7 @@ pub fn write_config_pg(
             scopes,
             slack_lines,
             oauth_lines: "",
+            upstream_timeout: "5s",
             storage,
             extra,
         },
@@ -90,6 +92,8 @@ pub struct Sections<'a> {
     pub slack_lines: &'a str,
     /// More `[oauth]` lines.
     pub oauth_lines: &'a str,
+    /// `upstream.timeout`, e.g. `"5s"`.
+    pub upstream_timeout: &'a str,
     /// The whole `[storage]` section, header included.
     pub storage: &'a str,
     /// Appended after `storage` (more `[storage]` keys, or further sections).
@@ -108,9 +112,9 @@ pub fn write_config_sections(
         "[server]\nlisten = \"127.0.0.1:{public}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nshutdown_grace = \"10s\"\n\
          public_url = \"http://127.0.0.1:{public}\"\n\
          [slack]\n{}signing_secret = \"{SIGNING_SECRET}\"\n\
-         [oauth]\nscopes = [{}]\n{}[upstream]\nurl = \"http://{upstream}\"\ntimeout = \"5s\"\n\
-         {}{}\n",
-        s.slack_lines, s.scopes, s.oauth_lines, s.storage, s.extra
+         [oauth]\nscopes = [{}]\n{}[upstream]\nurl = \"http://{upstream}\"\ntimeout = \"{}\"\n\
+         {}\n{}\n",
+        s.slack_lines, s.scopes, s.oauth_lines, s.upstream_timeout, s.storage, s.extra
     );
     let path = dir.join("gateway.toml");
     std::fs::write(&path, text).unwrap();

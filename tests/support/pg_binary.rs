@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use super::binary::{free_port, BIN, SIGNING_SECRET};
+use super::binary::{write_config_sections, Sections, BIN};
 use super::fake_slack::{rand_suffix, FakeSlack, Grant};
 use super::postgres::database_url;
 
@@ -131,18 +131,18 @@ pub fn write_config_timed(
     storage: &str,
     extra: &str,
 ) -> (PathBuf, u16, u16) {
-    let (public, admin) = (free_port(), free_port());
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:{public}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nshutdown_grace = \"10s\"\n\
-         public_url = \"http://127.0.0.1:{public}\"\n\
-         [slack]\n{slack_lines}signing_secret = \"{SIGNING_SECRET}\"\n\
-         [oauth]\nscopes = [\"chat:write\"]\n\
-         [upstream]\nurl = \"http://{upstream}\"\ntimeout = \"{upstream_timeout}\"\n\
-         {storage}\n{extra}\n"
-    );
-    let path = dir.join("gateway.toml");
-    std::fs::write(&path, text).unwrap();
-    (path, public, admin)
+    write_config_sections(
+        dir,
+        upstream,
+        &Sections {
+            scopes: "\"chat:write\"",
+            slack_lines,
+            oauth_lines: "",
+            upstream_timeout,
+            storage,
+            extra,
+        },
+    )
 }
 
 /// What a finished run of the binary left.

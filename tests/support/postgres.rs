@@ -55,10 +55,7 @@ impl Schema {
 
     /// The `[storage]` lines of a gateway.toml using this schema.
     pub fn toml(&self) -> String {
-        format!(
-            "[storage]\nbackend = \"postgres\"\nurl = \"{}\"\nschema = \"{}\"\npool_size = 4\n",
-            self.url, self.name
-        )
+        super::pg_binary::pg_storage(&self.url, &self.name, "")
     }
 
     /// A plain client on the test database (for inspecting tables).

@@ -44,6 +44,7 @@ impl Replica {
                 scopes: "\"chat:write\"",
                 slack_lines: &slack.toml(),
                 oauth_lines,
+                upstream_timeout: "5s",
                 storage: &schema.toml(),
                 extra: "",
             },
