@@ -526,3 +526,52 @@ async fn org_wide_installs_are_found_as_for_forwarding() {
     );
     gw.shutdown().await;
 }
+
+/// The other bad inputs: a method other than GET or POST, a body over the egress's limit,
+/// and a Slack that cannot be reached. Each a Slack-shaped refusal; nothing is sent.
+#[tokio::test]
+async fn other_bad_calls_are_refused_slack_shaped() {
+    let slack = FakeUpstream::start().await;
+    let gw = gateway(&slack, "").await;
+    let c = reqwest::Client::new();
+    let r = c
+        .put(egress_url(&gw, "/api/chat.postMessage"))
+        .header("x-slack-team-id", "T1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["allow"], "GET, POST");
+    assert_eq!(refusal(r).await, (405, "method_not_allowed".to_owned()));
+    let big = vec![b'a'; slack_gateway::egress::MAX_BODY_BYTES + 1];
+    let r = c
+        .post(egress_url(&gw, "/api/chat.postMessage"))
+        .header("x-slack-team-id", "T1")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refusal(r).await, (413, "request_too_large".to_owned()));
+    assert_eq!(slack.count(), 0);
+    gw.shutdown().await;
+
+    // Slack's API on a port nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let upstream = FakeUpstream::start().await;
+    let gw = TestGateway::builder(upstream.url())
+        .toml(&format!(
+            "[slack]\napi_url = \"http://127.0.0.1:{port}/api\"\n[egress]\nenabled = true\nlisten = \"127.0.0.1:0\"\n"
+        ))
+        .seed(workspace_install("T1", "U1", "xoxb-t1-bot"))
+        .start()
+        .await;
+    let r = c
+        .post(egress_url(&gw, "/api/chat.postMessage"))
+        .header("x-slack-team-id", "T1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refusal(r).await, (502, "slack_unreachable".to_owned()));
+    gw.shutdown().await;
+}
