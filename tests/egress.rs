@@ -575,3 +575,63 @@ async fn other_bad_calls_are_refused_slack_shaped() {
     assert_eq!(refusal(r).await, (502, "slack_unreachable".to_owned()));
     gw.shutdown().await;
 }
+
+/// A body over `KEEP_BYTES` streams to Slack as it arrives, byte for byte, and a large answer
+/// streams back the same way. Such a body is not kept, so a 429 on it comes back as Slack sent
+/// it (at once, sent once), while the hold it set still holds the next call.
+#[tokio::test]
+async fn large_bodies_stream_both_ways() {
+    let answer: String = (0..3 * 1024 * 1024 / 16)
+        .map(|i| format!("{i:015x},"))
+        .collect();
+    let answer = format!(r#"{{"ok":true,"blob":"{answer}"}}"#);
+    let slack = FakeUpstream::start_with(slack_reply(
+        200,
+        &[("content-type", "application/json")],
+        &answer,
+    ))
+    .await;
+    let gw = gateway(&slack, "").await;
+    let upload: Vec<u8> = (0..slack_gateway::egress::KEEP_BYTES * 3)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    let c = reqwest::Client::new();
+    let send = |body: Vec<u8>| {
+        c.post(egress_url(&gw, "/api/files.upload"))
+            .header("x-slack-team-id", "T1")
+            .header("content-type", "multipart/form-data; boundary=xyz")
+            .body(body)
+            .send()
+    };
+    let r = send(upload.clone()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), answer, "the answer byte for byte");
+    let seen = slack.single();
+    assert_eq!(seen.body.len(), upload.len());
+    assert!(seen.body == upload, "the upload byte for byte");
+    assert_eq!(seen.headers["authorization"], "Bearer xoxb-t1-bot");
+    assert_eq!(
+        seen.headers["content-type"],
+        "multipart/form-data; boundary=xyz"
+    );
+
+    slack.set_reply(slack_reply(
+        429,
+        &[("retry-after", "2"), ("content-type", "application/json")],
+        r#"{"ok":false,"error":"ratelimited"}"#,
+    ));
+    let r = send(upload.clone()).await.unwrap();
+    assert_eq!(r.status(), 429, "a streamed call's 429 comes back as is");
+    assert_eq!(r.headers()["retry-after"], "2");
+    assert_eq!(slack.count(), 2, "sent once, not again");
+    slack.set_reply(slack_reply(200, &[], r#"{"ok":true}"#));
+    let started = std::time::Instant::now();
+    let r = send(b"channel=C1".to_vec()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "the next call of the method waited out the hold"
+    );
+    assert_eq!(slack.count(), 3);
+    gw.shutdown().await;
+}

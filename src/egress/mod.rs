@@ -11,8 +11,9 @@
 //!    `Retry-After` passes ([`crate::slack::ratelimit`]); a call that would wait past
 //!    `egress.max_wait` gets 429 at once;
 //! 5. the call to `{slack.api_url}/{method}`: same HTTP method, the query kept, the body and
-//!    its `Content-Type` as they came, `Authorization: Bearer {token}` (the caller's replaced);
-//!    Slack's status, headers and body come back as they are.
+//!    its `Content-Type` as they came (kept whole up to [`KEEP_BYTES`] so that a 429'd call
+//!    can be sent again, streamed beyond), `Authorization: Bearer {token}` (the caller's
+//!    replaced); Slack's status, headers and body come back as they are, streamed.
 //!
 //! Every refusal is Slack-shaped JSON (`{"ok": false, "error": ...}`), so SDKs raise their
 //! usual errors.
@@ -20,14 +21,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::{Frame, Incoming};
 use subtle::ConstantTimeEq;
 
 use crate::gateway::{Gateway, Live};
-use crate::http::{full, Body};
+use crate::http::Body;
 use crate::proxy::resolve_installation;
 use crate::slack::payload::Identity;
 use crate::slack::ratelimit::retry_after;
@@ -36,6 +40,10 @@ use crate::store::Installation;
 /// The largest request body the egress takes (Slack's own limit for uploads through the Web
 /// API is far larger, but files go to the upload URL, not through here).
 pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// Bodies up to this size are read whole and kept, so a call Slack answers 429 is sent again
+/// after the hold; larger ones stream to Slack as they arrive, and a 429 on one comes back
+/// to the caller as Slack sent it (the hold still applies to later calls).
+pub const KEEP_BYTES: usize = 1024 * 1024;
 /// Which token the caller wants: `X-Slack-Token-Type: user` for the user's.
 const TOKEN_TYPE: &str = "x-slack-token-type";
 
@@ -140,16 +148,12 @@ async fn call(
         }
     };
     let (parts, body) = req.into_parts();
-    let body = Limited::new(body, MAX_BODY_BYTES)
-        .collect()
-        .await
-        .map_err(|_| refusal(StatusCode::PAYLOAD_TOO_LARGE, "request_too_large"))?
-        .to_bytes();
+    let body = read_body(body, declared_length(&parts.headers)).await?;
     let outbound = Outbound {
         method: parts.method,
         url: slack_url(live, &method_name, parts.uri.query()),
         content_type: parts.headers.get(header::CONTENT_TYPE).cloned(),
-        body,
+        body: Some(body),
         token: token.expose().to_owned(),
     };
     let answer = send_holding(gw, live, &inst, &method_name, outbound).await;
@@ -163,8 +167,104 @@ struct Outbound {
     method: Method,
     url: String,
     content_type: Option<HeaderValue>,
-    body: Bytes,
+    /// `None` once a streamed body has been sent.
+    body: Option<Payload>,
     token: String,
+}
+
+/// The caller's body: kept whole when small (it can then be sent again after a 429), or
+/// streamed to Slack as it arrives.
+enum Payload {
+    Kept(Bytes),
+    Streamed(reqwest::Body),
+}
+
+impl Outbound {
+    /// The body for one attempt; `None` when a streamed body was already sent.
+    fn body(&mut self) -> Option<reqwest::Body> {
+        match self.body.take()? {
+            Payload::Kept(b) => {
+                self.body = Some(Payload::Kept(b.clone()));
+                Some(b.into())
+            }
+            Payload::Streamed(b) => Some(b),
+        }
+    }
+
+    /// Whether a 429'd call can be sent again (its body was kept).
+    fn can_resend(&self) -> bool {
+        matches!(self.body, Some(Payload::Kept(_)))
+    }
+}
+
+/// The caller's `Content-Length`, when it sent one.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Reads up to [`KEEP_BYTES`] of the body; a larger one is streamed on from there, capped at
+/// [`MAX_BODY_BYTES`] (a declared length over it is refused before anything is sent).
+async fn read_body(mut body: Incoming, declared: Option<u64>) -> Result<Payload, Refused> {
+    let too_large = || refusal(StatusCode::PAYLOAD_TOO_LARGE, "request_too_large");
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    let mut kept = BytesMut::new();
+    while kept.len() <= KEEP_BYTES {
+        match body.frame().await {
+            None => return Ok(Payload::Kept(kept.freeze())),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    kept.extend_from_slice(&data);
+                }
+            }
+            Some(Err(_)) => return Err(refusal(StatusCode::BAD_REQUEST, "invalid_body")),
+        }
+    }
+    if kept.len() > MAX_BODY_BYTES {
+        return Err(too_large());
+    }
+    let rest = Limited::new(body, MAX_BODY_BYTES - kept.len());
+    Ok(Payload::Streamed(reqwest::Body::wrap(Prefixed {
+        prefix: Some(kept.freeze()),
+        rest,
+    })))
+}
+
+/// What was read already, then the rest of the caller's body as it arrives.
+struct Prefixed {
+    prefix: Option<Bytes>,
+    rest: Limited<Incoming>,
+}
+
+impl hyper::body::Body for Prefixed {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(prefix) = self.prefix.take() {
+            return Poll::Ready(Some(Ok(Frame::data(prefix))));
+        }
+        Pin::new(&mut self.rest).poll_frame(cx)
+    }
+}
+
+/// Whether sending failed because the caller's streamed body went past [`MAX_BODY_BYTES`].
+fn over_limit(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// Sends the call, waiting out this workspace's hold on the method first, and again after
@@ -174,7 +274,7 @@ async fn send_holding(
     live: &Live,
     inst: &Installation,
     method: &str,
-    out: Outbound,
+    mut out: Outbound,
 ) -> Response<Body> {
     let team = inst.admin_id();
     let max_wait = live.config.egress.max_wait;
@@ -190,8 +290,11 @@ async fn send_holding(
             gw.metrics.egress_hold(method, wait);
             continue;
         }
-        let answer = match send(gw, live, &out).await {
+        let answer = match send(gw, live, &mut out).await {
             Ok(a) => a,
+            Err(e) if over_limit(&e) => {
+                return refusal(StatusCode::PAYLOAD_TOO_LARGE, "request_too_large").into_response();
+            }
             Err(e) => {
                 tracing::warn!(method, error = %e, "egress: Slack unreachable");
                 return refusal(StatusCode::BAD_GATEWAY, "slack_unreachable").into_response();
@@ -201,7 +304,7 @@ async fn send_holding(
             let wait = retry_after(answer.headers().get(header::RETRY_AFTER));
             gw.egress_holds.hold(&team, method, Instant::now() + wait);
             tracing::info!(team = %team, method, ?wait, "egress: Slack rate-limited a method; holding it");
-            if started.elapsed() + wait > max_wait {
+            if started.elapsed() + wait > max_wait || !out.can_resend() {
                 return answer;
             }
             // Sent again once the hold has passed (the check above waits it out).
@@ -220,29 +323,27 @@ fn ratelimited(wait: Duration) -> Response<Body> {
     r
 }
 
-/// One call to Slack; its answer as it came (hop-by-hop headers aside).
-async fn send(gw: &Gateway, live: &Live, out: &Outbound) -> Result<Response<Body>, reqwest::Error> {
+/// One call to Slack; its answer as it comes (hop-by-hop headers aside), streamed back.
+async fn send(
+    gw: &Gateway,
+    live: &Live,
+    out: &mut Outbound,
+) -> Result<Response<Body>, reqwest::Error> {
+    let body = out.body().unwrap_or_default();
     let mut req = gw
         .api
         .http()
         .request(out.method.clone(), &out.url)
         .timeout(live.config.slack.api_timeout)
         .bearer_auth(&out.token)
-        .body(out.body.clone());
+        .body(body);
     if let Some(ct) = &out.content_type {
         req = req.header(header::CONTENT_TYPE, ct.clone());
     }
-    let answer = req.send().await?;
-    let status = answer.status();
-    let mut headers = answer.headers().clone();
-    let body = answer.bytes().await?;
-    // The forwarding rules' own hop-by-hop removal; the length is the buffered body's.
-    crate::http::headers::remove_hop_by_hop(&mut headers);
-    headers.remove(header::CONTENT_LENGTH);
-    let mut r = Response::new(full(body));
-    *r.status_mut() = status;
-    *r.headers_mut() = headers;
-    Ok(r)
+    let answer: Response<reqwest::Body> = req.send().await?.into();
+    let (mut parts, body) = answer.into_parts();
+    crate::http::headers::remove_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(parts, crate::http::from_slack(body)))
 }
 
 /// `{slack.api_url}/{method}`, with the caller's query.

@@ -11,12 +11,26 @@ use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
-/// A response body: the gateway's own (`Full`) or the upstream's, relayed as it streams.
-pub type Body = Either<Full<Bytes>, Incoming>;
+/// A response body: the gateway's own (`Full`), or one relayed as it streams ([`Relayed`]).
+pub type Body = Either<Full<Bytes>, Relayed>;
+
+/// A body relayed as it streams: the upstream's (hyper's), or Slack's through the Web API
+/// egress (reqwest's).
+pub type Relayed = Either<Incoming, reqwest::Body>;
 
 /// A body the gateway wrote itself.
 pub fn full(b: impl Into<Bytes>) -> Body {
     Either::Left(Full::new(b.into()))
+}
+
+/// The upstream's body, relayed as it streams.
+pub fn relayed(b: Incoming) -> Body {
+    Either::Right(Either::Left(b))
+}
+
+/// Slack's body (an egress call's answer), relayed as it streams.
+pub fn from_slack(b: reqwest::Body) -> Body {
+    Either::Right(Either::Right(b))
 }
 
 /// A short plain-text answer: `status` and a one-line reason.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri};
-use http_body_util::{Either, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 
 use super::body::{read_body, reserve_body};
@@ -59,7 +59,7 @@ pub(super) async fn forward(
     let resp = upstream_outcome(gw, timeout, sent.ok())?;
     let (mut parts, body) = resp.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(parts, Either::Right(body)))
+    Ok(Response::from_parts(parts, crate::http::relayed(body)))
 }
 
 /// Stage 8c for both transports: the request target the upstream sees (`upstream.url`'s path
