@@ -3,17 +3,27 @@
 //! A fake Slack knows one bot token; an installation with that token is imported into the
 //! gateway's store with `slack-gateway installations import`; the gateway runs on the
 //! example's own `gateway.toml` (with test ports, the fake Slack's URLs and a temporary store
-//! put in); the example app runs from the venv that `scripts/setup-test-deps.sh` creates.
+//! put in; the example turns the Web API egress on and `upstream.inject_tokens` off); the
+//! example app runs from the venv that `scripts/setup-test-deps.sh` creates, pointed at the
+//! egress with `SLACK_EGRESS_URL` and verifying signatures itself (`SLACK_SIGNING_SECRET`).
 //! A signed `app_mention` and a signed `/echo` command sent to the gateway must each make the
-//! app call `chat.postMessage` on the fake Slack with exactly the seeded bot token.
+//! app call `chat.postMessage` through the egress, reaching the fake Slack with exactly the
+//! seeded bot token, while no byte the gateway sent the app holds a token (a recording relay
+//! sits between them). A request with a bad signature sent straight to the app is refused by
+//! Bolt; without `SLACK_SIGNING_SECRET` the app's verification is off.
 //!
 //! Python and the venv are required: without them this test fails, saying how to make them.
 
 mod support;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 use support::binary::{free_port, Running, BIN};
 use support::fake_slack::{rand_suffix, FakeSlack, PostedMessage};
@@ -51,12 +61,30 @@ fn child_env(cmd: &mut Command) -> &mut Command {
         .env("SLACK_SIGNING_SECRET", SIGNING_SECRET)
 }
 
-/// `examples/python/gateway.toml` with this test's ports, fake Slack and store; returns the
-/// written config's path and the public and admin ports.
-fn write_config(dir: &Path, slack: &FakeSlack, app_port: u16) -> (PathBuf, u16, u16) {
+/// The ports of one gateway.
+struct Ports {
+    public: u16,
+    admin: u16,
+    egress: u16,
+}
+
+/// `examples/python/gateway.toml` with this test's ports, fake Slack, upstream and store;
+/// returns the written config's path and the gateway's ports. The example's own choices are
+/// checked as shipped: the egress on, and no token forwarded to the app.
+fn write_config(dir: &Path, slack: &FakeSlack, upstream: SocketAddr) -> (PathBuf, Ports) {
     let text = std::fs::read_to_string(repo().join("examples/python/gateway.toml")).unwrap();
     let mut table: toml::Table = text.parse().expect("examples/python/gateway.toml is TOML");
-    let (public, admin) = (free_port(), free_port());
+    assert_eq!(
+        table["upstream"].get("inject_tokens"),
+        Some(&toml::Value::Boolean(false)),
+        "the example forwards no token"
+    );
+    assert_eq!(
+        table["egress"].get("enabled"),
+        Some(&toml::Value::Boolean(true)),
+        "the example turns the egress on"
+    );
+    let (public, admin, egress) = (free_port(), free_port(), free_port());
     let mut set = |section: &str, key: &str, value: String| {
         table
             .get_mut(section)
@@ -69,11 +97,98 @@ fn write_config(dir: &Path, slack: &FakeSlack, app_port: u16) -> (PathBuf, u16, 
     set("server", "public_url", format!("http://127.0.0.1:{public}"));
     set("slack", "api_url", slack.api_url());
     set("slack", "authorize_url", slack.authorize_url());
-    set("upstream", "url", format!("http://127.0.0.1:{app_port}"));
+    set("upstream", "url", format!("http://{upstream}"));
+    set("egress", "listen", format!("127.0.0.1:{egress}"));
     set("storage", "path", dir.join("data").display().to_string());
     let path = dir.join("gateway.toml");
     std::fs::write(&path, toml::to_string(&table).unwrap()).unwrap();
-    (path, public, admin)
+    (
+        path,
+        Ports {
+            public,
+            admin,
+            egress,
+        },
+    )
+}
+
+/// A TCP relay from a loopback port to `target` that keeps every byte sent towards the target:
+/// what the gateway sent the app, exactly as it went on the wire.
+struct Recorder {
+    addr: SocketAddr,
+    sent: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Recorder {
+    async fn start(target: SocketAddr) -> Recorder {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let record = sent.clone();
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let record = record.clone();
+                tokio::spawn(async move {
+                    let Ok(outbound) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (mut in_read, mut in_write) = inbound.into_split();
+                    let (mut out_read, mut out_write) = outbound.into_split();
+                    let answers = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut out_read, &mut in_write).await;
+                        let _ = in_write.shutdown().await;
+                    });
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        match in_read.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                record.lock().unwrap().extend_from_slice(&buf[..n]);
+                                if out_write.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    let _ = out_write.shutdown().await;
+                    let _ = answers.await;
+                });
+            }
+        });
+        Recorder { addr, sent }
+    }
+
+    /// Everything sent so far, lowercased (header names are case-insensitive).
+    fn sent_lowercase(&self) -> String {
+        String::from_utf8_lossy(&self.sent.lock().unwrap()).to_ascii_lowercase()
+    }
+}
+
+/// The example app on `port`, from the venv, calling Slack through `egress`; Bolt verifies
+/// signatures with `signing_secret`, or not at all without one.
+fn start_app(
+    python: &Path,
+    dir: &Path,
+    log: &str,
+    port: u16,
+    egress: u16,
+    signing_secret: Option<&str>,
+) -> Running {
+    let mut cmd = Command::new(python);
+    child_env(&mut cmd)
+        .arg("-u")
+        .arg(repo().join("examples/python/app.py"))
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        // No trailing slash: the app must add the one slack_sdk needs.
+        .env("SLACK_EGRESS_URL", format!("http://127.0.0.1:{egress}/api"))
+        .env_remove("GATEWAY_EGRESS_TOKEN")
+        .env_remove("SLACK_BOT_TOKEN");
+    match signing_secret {
+        Some(secret) => cmd.env("SLACK_SIGNING_SECRET", secret),
+        None => cmd.env_remove("SLACK_SIGNING_SECRET"),
+    };
+    spawn(&mut cmd, dir, log)
 }
 
 /// Imports one installation of [`TEAM`] with `bot_token`, through the CLI.
@@ -150,22 +265,34 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
-/// A signed POST to the gateway's events path; the status and body of the answer.
-async fn post_signed(public: u16, content_type: &str, body: String) -> (u16, String) {
+/// A POST to `/slack/events` on `port` (the gateway's, or straight to the app's), signed with
+/// `secret`, with `headers` added; the status and body of the answer.
+async fn post_events(
+    port: u16,
+    secret: &str,
+    headers: &[(&str, &str)],
+    content_type: &str,
+    body: String,
+) -> (u16, String) {
     let ts = slack_gateway::http::unix_now();
-    let r = client()
-        .post(format!("http://127.0.0.1:{public}/slack/events"))
+    let mut req = client()
+        .post(format!("http://127.0.0.1:{port}/slack/events"))
         .header("content-type", content_type)
         .header("x-slack-request-timestamp", ts.to_string())
         .header(
             "x-slack-signature",
-            slack_gateway::slack::signature::sign(SIGNING_SECRET, ts, body.as_bytes()),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+            slack_gateway::slack::signature::sign(secret, ts, body.as_bytes()),
+        );
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let r = req.body(body).send().await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// A POST signed as Slack would, to the gateway's events path.
+async fn post_signed(public: u16, content_type: &str, body: String) -> (u16, String) {
+    post_events(public, SIGNING_SECRET, &[], content_type, body).await
 }
 
 fn mention(team: &str, channel: &str, text: &str) -> String {
@@ -238,7 +365,7 @@ async fn posted_to(slack: &FakeSlack, channel: &str, logs: impl Fn() -> String) 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bolt_for_python_answers_an_event_and_a_command_with_the_injected_token() {
+async fn bolt_for_python_answers_through_the_egress_and_never_sees_a_token() {
     let python = venv_python();
     let slack = FakeSlack::start(CLIENT_ID, CLIENT_SECRET).await;
     let token = format!("xoxb-{TEAM}-{}", rand_suffix());
@@ -246,7 +373,9 @@ async fn bolt_for_python_answers_an_event_and_a_command_with_the_injected_token(
 
     let dir = tempfile::tempdir().unwrap();
     let app_port = free_port();
-    let (config, public, admin) = write_config(dir.path(), &slack, app_port);
+    let recorder = Recorder::start(SocketAddr::from(([127, 0, 0, 1], app_port))).await;
+    let (config, ports) = write_config(dir.path(), &slack, recorder.addr);
+    let public = ports.public;
     seed(&config, dir.path(), &token);
 
     let gateway = spawn(
@@ -257,18 +386,16 @@ async fn bolt_for_python_answers_an_event_and_a_command_with_the_injected_token(
         dir.path(),
         "gateway.log",
     );
-    let mut app = spawn(
-        child_env(&mut Command::new(&python))
-            .arg("-u")
-            .arg(repo().join("examples/python/app.py"))
-            .env("HOST", "127.0.0.1")
-            .env("PORT", app_port.to_string())
-            // No trailing slash: the app must add the one slack_sdk needs.
-            .env("SLACK_API_URL", slack.api_url()),
+    // Bolt verifies the signature a second time: the gateway forwards it with the raw body.
+    let mut app = start_app(
+        &python,
         dir.path(),
         "app.log",
+        app_port,
+        ports.egress,
+        Some(SIGNING_SECRET),
     );
-    gateway.wait_ready(admin).await;
+    gateway.wait_ready(ports.admin).await;
     wait_listening(&mut app, app_port).await;
     let logs = || {
         format!(
@@ -305,8 +432,8 @@ async fn bolt_for_python_answers_an_event_and_a_command_with_the_injected_token(
     assert!(m.ok, "{m:?}");
     assert!(m.text.contains("ship it"), "{m:?}");
 
-    // A workspace with no installation: forwarded without a token, so the app's authorize
-    // finds none and no listener runs.
+    // A workspace with no installation: forwarded with its identity and no bot, so the app's
+    // authorize finds none and no listener runs.
     let (status, _) = post_signed(
         public,
         "application/json",
@@ -314,6 +441,24 @@ async fn bolt_for_python_answers_an_event_and_a_command_with_the_injected_token(
     )
     .await;
     assert_eq!(status, 200, "{}", logs());
+
+    // Straight to the app, with the gateway's headers forged: Bolt's own verification refuses
+    // a bad signature, so nothing is posted.
+    let forged = [
+        ("x-slack-team-id", TEAM),
+        ("x-slack-bot-id", BOT_ID),
+        ("x-slack-bot-user-id", BOT_USER_ID),
+        ("x-slack-enterprise-install", "false"),
+    ];
+    let (status, body) = post_events(
+        app_port,
+        "not-the-signing-secret",
+        &forged,
+        "application/json",
+        mention(TEAM, "C0FORGED", "let me in"),
+    )
+    .await;
+    assert_eq!(status, 401, "{body}\n{}", logs());
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let posted = slack.posted_messages();
@@ -324,4 +469,78 @@ async fn bolt_for_python_answers_an_event_and_a_command_with_the_injected_token(
             .all(|m| m.ok && m.token.as_deref() == Some(token.as_str())),
         "{posted:?}"
     );
+
+    // What the gateway sent the app: the identity and Slack's signature, never a token.
+    let sent = recorder.sent_lowercase();
+    for want in [
+        format!("x-slack-team-id: {}", TEAM.to_ascii_lowercase()),
+        format!("x-slack-bot-user-id: {}", BOT_USER_ID.to_ascii_lowercase()),
+        "x-slack-team-id: t0notinstalled".to_owned(),
+        "x-slack-signature: v0=".to_owned(),
+    ] {
+        assert!(sent.contains(&want), "no {want:?} in:\n{sent}");
+    }
+    assert_eq!(
+        sent.matches("post /slack/events").count(),
+        3,
+        "three requests forwarded:\n{sent}"
+    );
+    assert!(!sent.contains("xox"), "a token reached the app:\n{sent}");
+    assert!(!sent.contains("x-slack-bot-token"), "{sent}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bolt_verifies_signatures_only_with_a_signing_secret() {
+    let python = venv_python();
+    let dir = tempfile::tempdir().unwrap();
+    let (on, off) = (free_port(), free_port());
+    let egress = free_port();
+    let mut verifying = start_app(
+        &python,
+        dir.path(),
+        "on.log",
+        on,
+        egress,
+        Some(SIGNING_SECRET),
+    );
+    let mut trusting = start_app(&python, dir.path(), "off.log", off, egress, None);
+    wait_listening(&mut verifying, on).await;
+    wait_listening(&mut trusting, off).await;
+
+    let challenge = serde_json::json!({
+        "token": "unused-verification-token",
+        "challenge": "a-challenge",
+        "type": "url_verification",
+    })
+    .to_string();
+    // Signed with the wrong secret: refused by the app that verifies, answered by the other.
+    let (status, body) = post_events(
+        on,
+        "not-the-signing-secret",
+        &[],
+        "application/json",
+        challenge.clone(),
+    )
+    .await;
+    assert_eq!(status, 401, "{body}\n{}", verifying.stderr());
+    let (status, body) = post_events(
+        on,
+        SIGNING_SECRET,
+        &[],
+        "application/json",
+        challenge.clone(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}\n{}", verifying.stderr());
+    assert!(body.contains("a-challenge"), "{body}");
+    let (status, body) = post_events(
+        off,
+        "not-the-signing-secret",
+        &[],
+        "application/json",
+        challenge,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}\n{}", trusting.stderr());
+    assert!(body.contains("a-challenge"), "{body}");
 }
