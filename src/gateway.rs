@@ -105,6 +105,8 @@ pub struct Gateway {
     pub bodies: BodyBudget,
     /// Slack's OpenID signing keys.
     pub jwks: JwksCache,
+    /// Bumped on every config swap: what runs beside the requests (Socket Mode) watches it.
+    pub reloads: tokio::sync::watch::Sender<u64>,
     /// Set on SIGTERM: `/readyz` answers 503 so load balancers stop sending traffic.
     draining: AtomicBool,
     /// Where the config was read from (for reload).
@@ -139,6 +141,7 @@ impl Gateway {
             bodies: BodyBudget::default(),
             jwks: JwksCache::default(),
             draining: AtomicBool::new(false),
+            reloads: tokio::sync::watch::Sender::new(0),
             fingerprint: Mutex::new(fingerprint),
             last_failure: Mutex::new(None),
             config_path,
@@ -155,6 +158,7 @@ impl Gateway {
     /// Swaps in a new validated config; requests in flight keep the old one.
     pub fn swap_config(&self, config: Config) {
         self.live.store(Arc::new(Live::new(config)));
+        self.reloads.send_modify(|n| *n += 1);
     }
 
     /// The public listener's TLS, if on.

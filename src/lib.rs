@@ -13,7 +13,7 @@
 //! 2. **Config** ([`config`]): `gateway.toml` parsed into a raw mirror, then validated into a
 //!    [`config::Config`]; secrets, `${VAR}` expansion, per-section rules.
 //! 3. **Protocol and storage**: [`slack`] (signatures, payload identity, the Web API client,
-//!    id_token verification), [`store`] (the storage trait, its contract, the sled, PostgreSQL and
+//!    id_token verification, Socket Mode's frames), [`store`] (the storage trait, its contract, the sled, PostgreSQL and
 //!    memory backends, token sealing, the replay guard and refresh locks; PostgreSQL lets
 //!    several gateways share installations, states, replay checks and refresh leases), [`upstream`] (the target,
 //!    the per-connection hyper client, the response framing rules both transports share),
@@ -29,7 +29,8 @@
 //!    [`manifest`], [`egress`] (the Web API egress: Slack calls with the installation's token).
 //! 6. **Ingress**: [`server`] (the public, admin and egress listeners, routing, limits,
 //!    graceful shutdown), [`lane`] (the fast lane: Slack's plain requests straight off the
-//!    socket, through the same pipeline),
+//!    socket, through the same pipeline), [`socket_mode`] (Slack's Socket Mode WebSockets held
+//!    by the gateway, each envelope through the same pipeline as HTTP),
 //!    [`write_timeout`] (a client that takes no byte of its answers is cut off),
 //!    [`open_files`] (the descriptor limit at start).
 //! 7. [`run`] here, and `main.rs` (CLI, tracing, signals).
@@ -50,6 +51,9 @@
 //! - **Sign in** ([`signin`]): Sign in with Slack (OIDC) in front of the upstream's pages; the
 //!   id_token is verified against Slack's keys ([`slack::oidc`]) and a sealed session cookie
 //!   is set.
+//! - **Socket Mode** ([`socket_mode`]): the gateway opens the app's WebSockets; each envelope
+//!   is rendered as HTTP mode's request, signed, sent through the pipeline after its signature
+//!   stage ([`proxy::handle_authenticated`]) and acked when the upstream answers 2xx.
 //! - **Reload** ([`reload`]): the config and every file it names are watched; a new config is
 //!   validated whole, then swapped in, never half.
 //!
@@ -76,6 +80,7 @@ pub mod secret;
 pub mod server;
 pub mod signin;
 pub mod slack;
+pub mod socket_mode;
 pub mod store;
 pub mod tls;
 pub mod transfer;
@@ -205,6 +210,9 @@ pub async fn run(
         grace,
         max_connections,
     ));
+    // Socket Mode runs beside the listeners, idle while it is off, following reloads.
+    let (stop_socket_mode, socket_mode_rx) = tokio::sync::watch::channel(false);
+    let socket_mode_task = socket_mode::spawn(gw.clone(), socket_mode_rx);
     let (stop_egress, egress_rx) = tokio::sync::watch::channel(false);
     let egress_task = egress.map(|listener| {
         tokio::spawn(server::serve(
@@ -219,6 +227,10 @@ pub async fn run(
     shutdown.await;
     tracing::info!("shutting down: draining in-flight requests");
     gw.start_draining();
+    // Its connections are closed first (envelopes in flight answered), so that Slack sends
+    // new envelopes to another replica meanwhile.
+    let _ = stop_socket_mode.send(true);
+    let _ = tokio::time::timeout(grace, socket_mode_task).await;
     let _ = stop_public.send(true);
     let _ = public_task.await;
     let _ = stop_admin.send(true);

@@ -17,7 +17,8 @@
 //!   bot_events`, else `app_mention` when `app_mentions:read` is a scope, always with
 //!   `app_uninstalled` and `tokens_revoked`, which the gateway acts on to keep its store clean),
 //!   `settings.interactivity` (the same URL, options included), `org_deploy_enabled`,
-//!   `token_rotation_enabled`, and `socket_mode_enabled = false` (the gateway is HTTP).
+//!   `token_rotation_enabled`, and `socket_mode_enabled` (true with `[socket_mode] enabled`;
+//!   the request URLs stay, so that turning it off again needs no new manifest).
 //!
 //! [`to_yaml`] writes the same value as YAML with a small emitter of its own: the manifest
 //! is only maps, lists, strings and booleans, and the emitter quotes every string that a YAML
@@ -152,7 +153,10 @@ pub fn manifest(config: &Config) -> Value {
         );
     }
     settings.insert("org_deploy_enabled".into(), json!(app.org_deploy));
-    settings.insert("socket_mode_enabled".into(), json!(false));
+    settings.insert(
+        "socket_mode_enabled".into(),
+        json!(config.socket_mode.enabled),
+    );
     settings.insert("token_rotation_enabled".into(), json!(app.token_rotation));
 
     let mut m = Map::new();

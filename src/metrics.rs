@@ -68,6 +68,12 @@ struct EgressCallLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EnvelopeLabels {
+    r#type: &'static str,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct MethodLabel {
     method: String,
 }
@@ -92,6 +98,9 @@ pub struct Metrics {
     egress_holds: Family<MethodLabel, Counter>,
     egress_held: Counter<f64, std::sync::atomic::AtomicU64>,
     egress_methods: std::sync::Mutex<std::collections::HashSet<String>>,
+    socket_connections: Gauge,
+    socket_envelopes: Family<EnvelopeLabels, Counter>,
+    socket_reconnects: Family<ReasonLabel, Counter>,
     /// Handles on the series every forwarded Slack request updates (metrics share their
     /// value with their clones): no label hashing or map lookup on the hot path.
     slack_ok: OnceLock<Counter>,
@@ -128,6 +137,24 @@ impl Metrics {
         let egress_calls = Family::<EgressCallLabels, Counter>::default();
         let egress_holds = Family::<MethodLabel, Counter>::default();
         let egress_held = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        let socket_connections = Gauge::default();
+        let socket_envelopes = Family::<EnvelopeLabels, Counter>::default();
+        let socket_reconnects = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "socket_mode_connections",
+            "Socket Mode WebSockets open and serving (after Slack's hello)",
+            socket_connections.clone(),
+        );
+        registry.register(
+            "socket_mode_envelopes",
+            "Socket Mode envelopes, by type and result",
+            socket_envelopes.clone(),
+        );
+        registry.register(
+            "socket_mode_reconnects",
+            "Socket Mode connections opened again or replaced, by reason",
+            socket_reconnects.clone(),
+        );
         registry.register(
             "egress_calls",
             "Web API calls through the egress, by method and status",
@@ -209,6 +236,9 @@ impl Metrics {
             egress_holds,
             egress_held,
             egress_methods: Default::default(),
+            socket_connections,
+            socket_envelopes,
+            socket_reconnects,
             slack_ok: OnceLock::new(),
             slack_latency: OnceLock::new(),
         }
@@ -306,6 +336,28 @@ impl Metrics {
             .get_or_create(&MethodLabel { method })
             .inc();
         self.egress_held.inc_by(held.as_secs_f64());
+    }
+
+    /// A Socket Mode connection started (`1`) or stopped (`-1`) serving.
+    pub fn socket_connection(&self, delta: i64) {
+        self.socket_connections.inc_by(delta);
+    }
+
+    /// One Socket Mode envelope of `kind`, and what became of it.
+    pub fn socket_envelope(&self, kind: &'static str, result: &'static str) {
+        self.socket_envelopes
+            .get_or_create(&EnvelopeLabels {
+                r#type: kind,
+                result,
+            })
+            .inc();
+    }
+
+    /// A Socket Mode connection opened again or replaced, and why.
+    pub fn socket_reconnect(&self, reason: &'static str) {
+        self.socket_reconnects
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     pub fn upstream_error(&self, reason: &'static str) {

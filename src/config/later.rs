@@ -1,7 +1,6 @@
-//! `[socket_mode]` and `[delivery]`: the sections SPEC describes for Socket Mode ingress and
-//! queued delivery. Their keys are read and validated like every other, so a config written
-//! from SPEC loads; turning either feature on is refused, naming the key, until this version
-//! of the gateway implements it (a config that asks for queued delivery must not silently get
+//! `[socket_mode]` and `[delivery]`: Socket Mode ingress and queued delivery. Their keys are
+//! read and validated like every other; queued delivery is refused, naming the key, until this
+//! version of the gateway implements it (a config that asks for it must not silently get
 //! direct delivery).
 
 use std::time::Duration;
@@ -18,6 +17,13 @@ pub struct SocketModeConfig {
     pub app_token: Option<Secret>,
     /// WebSocket connections kept open (1..10).
     pub connections: usize,
+    /// How often each socket is pinged.
+    #[serde(serialize_with = "ser_duration")]
+    pub ping_interval: Duration,
+    /// A socket that sends nothing (no frame, no pong) for this long after a ping is silent,
+    /// and replaced.
+    #[serde(serialize_with = "ser_duration")]
+    pub ping_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -50,24 +56,43 @@ impl Cx<'_> {
             .filter(|t| !t.is_empty());
         let connections = self.count("socket_mode.connections", &s.connections, 2, 10)?;
         let enabled = s.enabled.unwrap_or(false);
-        if enabled {
-            if app_token.is_none() {
-                return Err(self.err(
-                    "socket_mode.app_token",
-                    None,
-                    "is required with socket_mode.enabled (an xapp- token with connections:write)",
-                ));
-            }
+        if enabled && app_token.is_none() {
             return Err(self.err(
-                "socket_mode.enabled",
+                "socket_mode.app_token",
                 None,
-                format!("Socket Mode {NOT_YET} (leave it off, or run a version that has it)"),
+                "is required with socket_mode.enabled (an xapp- token with connections:write)",
+            ));
+        }
+        let ping_interval = self.duration(
+            "socket_mode.ping_interval",
+            &s.ping_interval,
+            Duration::from_secs(10),
+        )?;
+        let ping_timeout = self.duration(
+            "socket_mode.ping_timeout",
+            &s.ping_timeout,
+            Duration::from_secs(30),
+        )?;
+        if ping_interval.is_zero() {
+            return Err(self.err(
+                "socket_mode.ping_interval",
+                s.ping_interval.as_ref(),
+                "must be more than zero",
+            ));
+        }
+        if ping_timeout < ping_interval {
+            return Err(self.err(
+                "socket_mode.ping_timeout",
+                s.ping_timeout.as_ref(),
+                "must be at least socket_mode.ping_interval",
             ));
         }
         Ok(SocketModeConfig {
             enabled,
             app_token,
             connections,
+            ping_interval,
+            ping_timeout,
         })
     }
 

@@ -45,6 +45,8 @@ pub struct RawSocketMode {
     pub app_token: Option<Str>,
     pub app_token_file: Option<Str>,
     pub connections: Option<Spanned<i64>>,
+    pub ping_interval: Option<Str>,
+    pub ping_timeout: Option<Str>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -346,6 +346,13 @@ fn egress_defaults_and_rules() {
 #[test]
 fn socket_mode_and_delivery_sections_load_and_unimplemented_modes_are_refused() {
     let c = load(&format!(
+        "{MINIMAL}[socket_mode]\nenabled = true\napp_token = \"xapp-1\"\nping_interval = \"500ms\"\nping_timeout = \"2s\"\n"
+    ))
+    .unwrap();
+    assert!(c.socket_mode.enabled);
+    assert_eq!(c.socket_mode.ping_interval, Duration::from_millis(500));
+    assert_eq!(c.socket_mode.ping_timeout, Duration::from_secs(2));
+    let c = load(&format!(
         "{MINIMAL}[socket_mode]\nenabled = false\nconnections = 3\n\
          [delivery]\nmode = \"direct\"\nmax_attempts = 5\nretry_backoff = \"2s\"\n\
          retry_backoff_max = \"1m\"\nconcurrency = 8\ndedupe_window = \"30m\"\n"
@@ -360,8 +367,16 @@ fn socket_mode_and_delivery_sections_load_and_unimplemented_modes_are_refused() 
     for (extra, key) in [
         ("[socket_mode]\nenabled = true\n", "socket_mode.app_token"),
         (
-            "[socket_mode]\nenabled = true\napp_token = \"xapp-1\"\n",
-            "socket_mode.enabled",
+            "[socket_mode]\nping_interval = \"0s\"\n",
+            "socket_mode.ping_interval",
+        ),
+        (
+            "[socket_mode]\nping_interval = \"10s\"\nping_timeout = \"5s\"\n",
+            "socket_mode.ping_timeout",
+        ),
+        (
+            "[socket_mode]\nconnections = 0\n",
+            "socket_mode.connections",
         ),
         (
             "[socket_mode]\nconnections = 11\n",

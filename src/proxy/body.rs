@@ -15,8 +15,7 @@ use crate::slack::payload;
 use crate::slack::signature::{check_headers, SignatureError};
 
 /// Slack's signature headers.
-const TIMESTAMP: &str = "x-slack-request-timestamp";
-const SIGNATURE: &str = "x-slack-signature";
+use crate::slack::signature::{SIGNATURE_HEADER as SIGNATURE, TIMESTAMP_HEADER as TIMESTAMP};
 
 /// The request headers the pipeline reads, wherever the transport keeps them (the first
 /// of each name, as [`http::HeaderMap::get`] has it): from a header map ([`Signed::of`]) or

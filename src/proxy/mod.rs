@@ -116,6 +116,28 @@ pub async fn handle(
     result.unwrap_or_else(|e| refuse(gw, conn.client.addr, e))
 }
 
+/// A request Slack sent over a channel that authenticated it already (a Socket Mode
+/// WebSocket, opened with the app's token): the stages of [`handle`] after the signature.
+/// `parts` carry the head the upstream gets, HTTP mode's (signed for the app by the ingress
+/// that built it). Refusals are returned, not answered: the caller has no HTTP client.
+pub async fn handle_authenticated(
+    gw: &Arc<Gateway>,
+    live: &Arc<Live>,
+    mut parts: http::request::Parts,
+    body: Bytes,
+    conn: &Conn,
+) -> Result<Response<Body>, ProxyError> {
+    let content_type = parts.headers.get(header::CONTENT_TYPE);
+    let kind = payload::content_kind(content_type.map(HeaderValue::as_bytes), &body);
+    match decide_verified(gw, live, kind, &body).await? {
+        Step::Answer(r) => Ok(r),
+        Step::Forward(resolved) => {
+            rewrite_and_inject(live, &mut parts.headers, &conn.client, resolved);
+            forward(gw, live, conn, parts, body).await
+        }
+    }
+}
+
 /// A refusal: counted, logged (the detail in the log, a short reason to the client) and
 /// answered. Every transport refuses through it.
 pub(crate) fn refuse(gw: &Gateway, peer: std::net::SocketAddr, e: ProxyError) -> Response<Body> {
@@ -162,7 +184,17 @@ pub(crate) async fn decide(
         }
         return Err(ProxyError::Signature(reason));
     }
+    decide_verified(gw, live, kind, body).await
+}
 
+/// Stages 3 to 8a, for a request whose sender is known: parsing, local answers, the
+/// installation, lifecycle events.
+async fn decide_verified(
+    gw: &Arc<Gateway>,
+    live: &Arc<Live>,
+    kind: Option<payload::ContentKind>,
+    body: &Bytes,
+) -> Result<Step, ProxyError> {
     let Parsed {
         kind,
         action,

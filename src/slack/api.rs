@@ -36,6 +36,20 @@ impl ApiError {
     }
 }
 
+/// Why `apps.connections.open` gave no URL.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error("rate limited: retry after {0:?}")]
+    RateLimited(Duration),
+}
+
+#[derive(Deserialize)]
+struct ConnectionsOpen {
+    url: String,
+}
+
 /// `oauth.v2.access`'s answer (install or refresh), with the fields the gateway keeps.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
@@ -249,6 +263,37 @@ impl SlackApi {
             .bearer_auth(token)
             .timeout(timeout);
         decode(req.send().await).await
+    }
+
+    /// `apps.connections.open` with the app-level token: a Socket Mode WebSocket URL. A 429
+    /// is [`OpenError::RateLimited`] with Slack's `Retry-After`.
+    pub async fn apps_connections_open(
+        &self,
+        api_url: &Url,
+        timeout: Duration,
+        app_token: &Secret,
+    ) -> Result<String, OpenError> {
+        let sent = self
+            .http
+            .post(method_url(api_url, "apps.connections.open"))
+            .bearer_auth(app_token.expose())
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .timeout(timeout)
+            .send()
+            .await;
+        if let Ok(r) = &sent {
+            if r.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                let wait = crate::slack::ratelimit::retry_after(
+                    r.headers().get(reqwest::header::RETRY_AFTER),
+                );
+                return Err(OpenError::RateLimited(wait));
+            }
+        }
+        let open: ConnectionsOpen = decode(sent).await?;
+        Ok(open.url)
     }
 
     async fn call_with_client<T: DeserializeOwned>(

@@ -183,6 +183,11 @@ fn check(
     Err(SignatureError::Mismatch)
 }
 
+/// The header of the request's timestamp, as Slack names it.
+pub const TIMESTAMP_HEADER: &str = "x-slack-request-timestamp";
+/// The header of the request's signature, as Slack names it.
+pub const SIGNATURE_HEADER: &str = "x-slack-signature";
+
 /// The `X-Slack-Signature` value for `body` at `timestamp`: what Slack would send. Used by the
 /// tests, the bench tooling and anyone writing a client for the gateway.
 pub fn sign(secret: &str, timestamp: u64, body: &[u8]) -> String {
