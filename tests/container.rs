@@ -1,6 +1,9 @@
 //! The container setup, short of building the image (there is no Docker engine here; CI lints
-//! the Dockerfiles with hadolint): `slack-gateway healthcheck`, the image's config under the
-//! environment docker-compose.yml gives it, and the files agreeing with each other.
+//! the Dockerfiles with hadolint): `slack-gateway healthcheck`, the image's built-in config on
+//! its own, the config docker-compose.yml mounts under the environment it gives it (the Python
+//! example app holds no token and calls Slack through the gateway's egress, on the compose
+//! network with a token), the example app's egress client against that config, and the files
+//! agreeing with each other.
 
 mod support;
 
@@ -80,10 +83,6 @@ fn environment(
     (out, missing)
 }
 
-fn check_with_env(env: &BTreeMap<String, String>) -> std::process::Output {
-    check_config_with_env("docker/gateway.toml", env)
-}
-
 fn check_config_with_env(rel: &str, env: &BTreeMap<String, String>) -> std::process::Output {
     Command::new(BIN)
         .arg("check")
@@ -150,11 +149,10 @@ fn the_replicas_example_config_loads_with_what_its_compose_provides() {
     assert_eq!(pg["POSTGRES_USER"], "gateway");
 }
 
-#[test]
-fn the_image_config_loads_with_what_compose_provides() {
-    let c = compose();
-    let gateway = &c["services"]["gateway"];
-    let secrets = BTreeMap::from([
+/// What a user exports before `docker compose up` (docker-compose.yml's header), as this
+/// file's tests give it.
+fn compose_secrets() -> BTreeMap<&'static str, &'static str> {
+    BTreeMap::from([
         ("SLACK_CLIENT_ID", "111.222"),
         ("SLACK_CLIENT_SECRET", "compose-client-secret"),
         ("SLACK_SIGNING_SECRET", "compose-signing-secret"),
@@ -163,17 +161,66 @@ fn the_image_config_loads_with_what_compose_provides() {
             "GATEWAY_ENCRYPTION_KEY",
             "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
         ),
-    ]);
-    let (env, missing) = environment(gateway, &secrets);
+        ("GATEWAY_EGRESS_TOKEN", "compose-egress-token-7c1e"),
+    ])
+}
+
+/// The compose gateway's environment (from [`compose_secrets`]) without
+/// `SLACK_GATEWAY_CONFIG`, and the file in this repository that compose mounts where that
+/// variable points.
+fn compose_gateway() -> (BTreeMap<String, String>, String) {
+    let c = compose();
+    let gateway = &c["services"]["gateway"];
+    let (mut env, missing) = environment(gateway, &compose_secrets());
     assert!(missing.is_empty(), "{missing:?}");
-    let out = check_with_env(&env);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let config = env
+        .remove("SLACK_GATEWAY_CONFIG")
+        .expect("the compose gateway names its config with SLACK_GATEWAY_CONFIG");
+    let host = strings(&gateway["volumes"])
+        .iter()
+        .find_map(|v| {
+            let mut parts = v.split(':');
+            let (host, target) = (parts.next()?, parts.next()?);
+            (target == config && parts.all(|o| o == "ro")).then(|| host.to_owned())
+        })
+        .unwrap_or_else(|| panic!("the gateway mounts {config}, read-only, from this repository"));
+    let rel = host
+        .strip_prefix("./")
+        .unwrap_or_else(|| panic!("{host} is relative to docker-compose.yml"));
+    assert!(Path::new(ROOT).join(rel).is_file(), "{rel}");
+    (env, rel.to_owned())
+}
+
+/// `slack-gateway check` on `rel` under `env`: the effective config, parsed.
+fn effective(rel: &str, env: &BTreeMap<String, String>) -> (String, toml::Table) {
+    let out = check_config_with_env(rel, env);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{rel}: {stderr}");
+    assert!(!stderr.contains("placeholder"), "{rel}: {stderr}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let table = text
+        .parse()
+        .unwrap_or_else(|e| panic!("check printed no TOML: {e}\n{text}"));
+    (text, table)
+}
+
+fn get<'a>(t: &'a toml::Table, section: &str, key: &str) -> &'a toml::Value {
+    t.get(section)
+        .and_then(|s| s.get(key))
+        .unwrap_or_else(|| panic!("{section}.{key} in the effective config"))
+}
+
+/// The gateway compose runs: its config, as mounted, loads with what compose gives it, forwards
+/// no token to the app, and serves the Web API egress on the compose network behind a token
+/// from the environment. Compose and the gateway both refuse to start without a secret.
+#[test]
+fn the_compose_gateway_config_loads_with_what_compose_provides() {
+    let (env, rel) = compose_gateway();
+    assert_ne!(
+        rel, "docker/gateway.toml",
+        "the image's own config forwards tokens and has no egress: the app needs both changed"
     );
-    let effective = String::from_utf8(out.stdout).unwrap();
+    let (text, t) = effective(&rel, &env);
     for want in [
         "listen = \"0.0.0.0:3000\"",
         "admin_listen = \"0.0.0.0:9090\"",
@@ -181,25 +228,40 @@ fn the_image_config_loads_with_what_compose_provides() {
         "url = \"http://app:8080/\"",
         "path = \"/data\"",
     ] {
-        assert!(effective.contains(want), "{want} in\n{effective}");
+        assert!(text.contains(want), "{want} in\n{text}");
     }
-    for (name, secret) in &secrets {
+    // The app holds no token: none is forwarded, and it calls Slack through the egress.
+    assert_eq!(get(&t, "upstream", "inject_tokens").as_bool(), Some(false));
+    assert_eq!(
+        get(&t, "upstream", "inject_user_token").as_bool(),
+        Some(false)
+    );
+    assert_eq!(get(&t, "egress", "enabled").as_bool(), Some(true));
+    // Reachable from the app's container, so not loopback, and so behind egress.token,
+    // which comes from the environment.
+    assert_eq!(get(&t, "egress", "listen").as_str(), Some("0.0.0.0:3001"));
+    assert_eq!(get(&t, "egress", "token").as_str(), Some("<redacted>"));
+    let raw: toml::Table = read(&rel).parse().unwrap();
+    assert_eq!(
+        raw["egress"]["token"].as_str(),
+        Some("${GATEWAY_EGRESS_TOKEN}"),
+        "egress.token comes from the environment"
+    );
+    for (name, secret) in &compose_secrets() {
         if *name != "SLACK_CLIENT_ID" {
-            assert!(!effective.contains(secret), "{name} is redacted");
+            assert!(!text.contains(secret), "{name} is redacted");
         }
     }
-    assert!(
-        out.stderr.is_empty() || !String::from_utf8_lossy(&out.stderr).contains("placeholder"),
-        "no placeholder secrets in the image config"
-    );
 
     // Compose refuses to start without the secrets, naming each; so does the gateway.
-    let (_, mut missing) = environment(gateway, &BTreeMap::new());
+    let c = compose();
+    let (_, mut missing) = environment(&c["services"]["gateway"], &BTreeMap::new());
     missing.sort();
     assert_eq!(
         missing,
         [
             "GATEWAY_ADMIN_TOKEN",
+            "GATEWAY_EGRESS_TOKEN",
             "GATEWAY_ENCRYPTION_KEY",
             "SLACK_CLIENT_ID",
             "SLACK_CLIENT_SECRET",
@@ -209,7 +271,7 @@ fn the_image_config_loads_with_what_compose_provides() {
     for name in missing {
         let mut partial = env.clone();
         partial.remove(&name);
-        let out = check_with_env(&partial);
+        let out = check_config_with_env(&rel, &partial);
         assert_eq!(out.status.code(), Some(1), "without {name}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -217,6 +279,212 @@ fn the_image_config_loads_with_what_compose_provides() {
             "{stderr}"
         );
     }
+}
+
+/// The image's built-in config, for those who run the image alone (the Dockerfile's `docker
+/// run` line): no development placeholders, tokens forwarded as usual, no egress.
+#[test]
+fn the_image_config_loads_on_its_own() {
+    let secrets = compose_secrets();
+    let mut env: BTreeMap<String, String> = secrets
+        .iter()
+        .filter(|(k, _)| **k != "GATEWAY_EGRESS_TOKEN")
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    env.insert("GATEWAY_PUBLIC_URL".into(), "https://gw.example.com".into());
+    let (text, t) = effective("docker/gateway.toml", &env);
+    for want in [
+        "listen = \"0.0.0.0:3000\"",
+        "admin_listen = \"0.0.0.0:9090\"",
+        "public_url = \"https://gw.example.com/\"",
+        "url = \"http://app:8080/\"",
+        "path = \"/data\"",
+    ] {
+        assert!(text.contains(want), "{want} in\n{text}");
+    }
+    assert_eq!(get(&t, "upstream", "inject_tokens").as_bool(), Some(true));
+    assert_eq!(get(&t, "egress", "enabled").as_bool(), Some(false));
+    for (name, secret) in &secrets {
+        if *name != "SLACK_CLIENT_ID" {
+            assert!(!text.contains(secret), "{name} is redacted");
+        }
+    }
+    for name in [
+        "GATEWAY_ADMIN_TOKEN",
+        "GATEWAY_ENCRYPTION_KEY",
+        "GATEWAY_PUBLIC_URL",
+        "SLACK_CLIENT_ID",
+        "SLACK_CLIENT_SECRET",
+        "SLACK_SIGNING_SECRET",
+    ] {
+        let mut partial = env.clone();
+        partial.remove(name);
+        let out = check_config_with_env("docker/gateway.toml", &partial);
+        assert_eq!(out.status.code(), Some(1), "without {name}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("environment variable {name} is not set")),
+            "{stderr}"
+        );
+    }
+}
+
+/// The app compose runs calls Slack at the egress the compose gateway serves, by the
+/// gateway's service name, with the same token; the egress port is on the compose network
+/// only, never published on the host.
+#[test]
+fn the_compose_app_is_pointed_at_the_gateways_egress() {
+    let c = compose();
+    let (gateway_env, rel) = compose_gateway();
+    let (_, t) = effective(&rel, &gateway_env);
+    let listen: std::net::SocketAddr = get(&t, "egress", "listen")
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let port = listen.port();
+
+    let secrets = compose_secrets();
+    let (app_env, missing) = environment(&c["services"]["app"], &secrets);
+    assert!(missing.is_empty(), "{missing:?}");
+    assert!(
+        c["services"]["gateway"].as_hash().is_some(),
+        "the egress URL names the gateway service"
+    );
+    assert_eq!(
+        app_env.get("SLACK_EGRESS_URL").map(String::as_str),
+        Some(format!("http://gateway:{port}/api/").as_str()),
+        "the app's default, 127.0.0.1:3001, is its own container"
+    );
+    assert_eq!(
+        app_env.get("GATEWAY_EGRESS_TOKEN").map(String::as_str),
+        Some(secrets["GATEWAY_EGRESS_TOKEN"]),
+        "the app sends the token the gateway requires"
+    );
+    assert_eq!(
+        gateway_env["GATEWAY_EGRESS_TOKEN"],
+        secrets["GATEWAY_EGRESS_TOKEN"]
+    );
+    let (_, app_missing) = environment(&c["services"]["app"], &BTreeMap::new());
+    assert_eq!(app_missing, ["GATEWAY_EGRESS_TOKEN"], "required by compose");
+    // No token for Slack in the app's environment: the gateway holds them all.
+    assert!(
+        !app_env.keys().any(|k| k.contains("SLACK_BOT_TOKEN")
+            || k == "SLACK_CLIENT_SECRET"
+            || k == "GATEWAY_ENCRYPTION_KEY"),
+        "{app_env:?}"
+    );
+
+    // Never published: anyone who reaches the egress can call Slack as any workspace (with
+    // the token), so only the compose network reaches it.
+    let published = strings(&c["services"]["gateway"]["ports"]);
+    for p in &published {
+        let container = p.rsplit(':').next().unwrap();
+        assert_ne!(container, port.to_string(), "{p} publishes the egress");
+    }
+    let exposed = strings(&c["services"]["gateway"]["expose"]);
+    assert!(exposed.contains(&port.to_string()), "{exposed:?}");
+
+    // The app reads those variables and sends the token as the egress expects it.
+    let app_py = read("examples/python/app.py");
+    for want in [
+        "os.environ.get(\"SLACK_EGRESS_URL\"",
+        "os.environ.get(\"GATEWAY_EGRESS_TOKEN\")",
+        "\"Proxy-Authorization\": f\"Bearer {token}\"",
+    ] {
+        assert!(app_py.contains(want), "app.py: {want}");
+    }
+}
+
+/// The compose config run for real (its ports and store moved for the test, the rest as
+/// shipped) with compose's environment, and the example app's own egress client, with the
+/// app's compose environment, calling it: the egress answers the app with a Slack-shaped
+/// refusal (nothing is installed), and refuses a caller without the token.
+#[tokio::test]
+async fn the_compose_app_reaches_the_compose_egress() {
+    let (env, rel) = compose_gateway();
+    let dir = tempfile::tempdir().unwrap();
+    let mut table: toml::Table = read(&rel).parse().unwrap();
+    let shipped: std::net::SocketAddr =
+        table["egress"]["listen"].as_str().unwrap().parse().unwrap();
+    let (public, admin, egress) = (free_port(), free_port(), free_port());
+    let mut set = |section: &str, key: &str, value: String| {
+        table[section]
+            .as_table_mut()
+            .unwrap()
+            .insert(key.into(), toml::Value::String(value));
+    };
+    set("server", "listen", format!("127.0.0.1:{public}"));
+    set("server", "admin_listen", format!("127.0.0.1:{admin}"));
+    // Still off loopback, as in the container, so the token is required.
+    set("egress", "listen", format!("0.0.0.0:{egress}"));
+    set(
+        "storage",
+        "path",
+        dir.path().join("data").display().to_string(),
+    );
+    let config = dir.path().join("compose.toml");
+    std::fs::write(&config, toml::to_string(&table).unwrap()).unwrap();
+    let mut command = Command::new(BIN);
+    command
+        .arg("--config")
+        .arg(&config)
+        .env_clear()
+        .envs(&env)
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    let gw = Running::spawn(command, dir.path());
+    gw.wait_ready(admin).await;
+
+    let c = compose();
+    let (mut app_env, _) = environment(&c["services"]["app"], &compose_secrets());
+    let url = app_env["SLACK_EGRESS_URL"].replace(
+        &format!("//gateway:{}/", shipped.port()),
+        &format!("//127.0.0.1:{egress}/"),
+    );
+    assert_ne!(url, app_env["SLACK_EGRESS_URL"], "rewritten for the test");
+    app_env.insert("SLACK_EGRESS_URL".into(), url);
+    let script = r#"
+import json, os
+import app
+from slack_sdk.errors import SlackApiError
+
+def call():
+    try:
+        app.egress_client({"team_id": "T0COMPOSE"}).auth_test()
+        return {"ok": True}
+    except SlackApiError as e:
+        return {"status": e.response.status_code, "error": e.response["error"]}
+
+with_token = call()
+os.environ.pop("GATEWAY_EGRESS_TOKEN")
+print(json.dumps({"with_token": with_token, "without": call()}))
+"#;
+    let out = Command::new(support::python::venv_python())
+        .args(["-c", script])
+        .current_dir(Path::new(ROOT).join("examples/python"))
+        .env_clear()
+        .envs(&app_env)
+        .env("NO_PROXY", "*")
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python failed:\n{}\ngateway:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gw.stderr()
+    );
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(
+        got["with_token"],
+        serde_json::json!({"status": 404, "error": "not_installed"}),
+        "reached the egress with the token; T0COMPOSE is not installed"
+    );
+    assert_eq!(
+        got["without"],
+        serde_json::json!({"status": 401, "error": "proxy_auth_required"})
+    );
 }
 
 #[test]
