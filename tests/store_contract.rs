@@ -276,6 +276,20 @@ async fn postgres_store_with_sealed_tokens_passes_the_contract() {
     .await;
 }
 
+/// The delivery queue's contract on sled, and on PostgreSQL (concurrent claims through two
+/// stores on one schema, as two replicas).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_delivery_queue_passes_its_contract_on_sled_and_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    slack_gateway::store::queue_contract::run_all(std::sync::Arc::new(
+        SledStore::open(dir.path()).unwrap(),
+    ))
+    .await;
+    let schema = support::postgres::Schema::new("queue_contract");
+    let store = open_pg(&schema, None);
+    slack_gateway::store::queue_contract::run_all(std::sync::Arc::new(store)).await;
+}
+
 /// Opens a store on `schema` from the contract's synchronous factory.
 fn open_pg(schema: &support::postgres::Schema, ring: Option<KeyRing>) -> PgStore {
     let cfg = schema.config();

@@ -18,6 +18,7 @@ pub struct MemoryStore {
     records: RwLock<BTreeMap<String, Installation>>,
     signatures: std::sync::Mutex<std::collections::HashMap<[u8; 32], u64>>,
     used_states: std::sync::Mutex<UsedStates>,
+    queue: super::memory_queue::MemoryQueue,
 }
 
 /// Used-state markers, and the same by expiry for the sweep.
@@ -55,6 +56,10 @@ impl MemoryStore {
 impl InstallationStore for MemoryStore {
     fn describe(&self) -> String {
         "memory".to_owned()
+    }
+
+    fn deliveries(&self) -> Option<&dyn super::queue::DeliveryQueue> {
+        Some(&self.queue)
     }
 
     async fn save(&self, app: &str, inst: &Installation) -> Result<(), StoreError> {

@@ -18,13 +18,17 @@
 
 pub mod contract;
 pub mod memory;
+pub mod memory_queue;
 pub mod postgres;
+pub mod queue;
+pub mod queue_contract;
 mod read_cache;
 mod record;
 pub mod refresh_locks;
 pub mod replay;
 pub mod sealing;
 pub mod sled;
+mod sled_queue;
 pub mod states;
 
 use std::fmt;
@@ -382,6 +386,11 @@ pub trait InstallationStore: Send + Sync + 'static {
 
     /// Rewrites every record whose tokens are plaintext or sealed with a previous key under
     /// the current key; returns how many were rewritten.
+    /// Queued delivery's storage, when the backend has one.
+    fn deliveries(&self) -> Option<&dyn queue::DeliveryQueue> {
+        None
+    }
+
     async fn reseal(&self) -> Result<usize, StoreError> {
         Ok(0)
     }

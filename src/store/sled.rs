@@ -15,9 +15,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::queue::DeliveryQueue;
 use super::read_cache::{Lookup, ReadCache};
 use super::record::Codec;
 use super::sealing::KeyRing;
+use super::sled_queue::SledQueue;
 use super::{
     bot_key, check_id, latest_key, parse_record_key, record_key, save_keys, team_prefix, user_key,
     Installation, InstallationStore, RecordKind, Signature, StoreError, StoredRecord, TeamRef,
@@ -58,6 +60,8 @@ pub struct SledStore {
     codec: Codec,
     /// Decoded records recently read: the request path then skips sled and JSON decoding.
     cache: ReadCache,
+    /// Queued delivery's events, in trees of the same database.
+    queue: SledQueue,
 }
 
 /// Decoded records kept in memory at most (about 1 KiB each).
@@ -117,6 +121,7 @@ impl SledStore {
             .map_err(|e| open_err(Box::new(e)))?;
         db.drop_tree(LEGACY_STATES)
             .map_err(|e| open_err(Box::new(e)))?;
+        let queue = SledQueue::open(&db).map_err(|e| open_err(Box::new(e)))?;
         let bots = match tree
             .get(BOT_COUNT_KEY)
             .map_err(|e| open_err(Box::new(e)))?
@@ -149,6 +154,7 @@ impl SledStore {
             bots: AtomicU64::new(bots),
             codec: Codec { ring },
             cache: ReadCache::new(READ_CACHE_MAX_RECORDS),
+            queue,
         })
     }
 
@@ -445,6 +451,10 @@ impl InstallationStore for SledStore {
 
     fn describe(&self) -> String {
         format!("sled at {}", self.path.display())
+    }
+
+    fn deliveries(&self) -> Option<&dyn DeliveryQueue> {
+        Some(&self.queue)
     }
 
     async fn reseal(&self) -> Result<usize, StoreError> {

@@ -15,10 +15,13 @@
 //! - **Outages.** Every call gives up after `op_timeout` with [`StoreError::Unavailable`];
 //!   the watcher marks the store unavailable for `/readyz` until it reconnects.
 //!
+//! - **Queued delivery** ([`queue`]): deliveries claimed with `FOR UPDATE SKIP LOCKED`.
+//!
 //! Migrations ([`sql::MIGRATIONS`]) are applied at open under an advisory lock.
 
 mod claims;
 mod connect;
+mod queue;
 mod sql;
 mod watch;
 
@@ -78,6 +81,7 @@ pub(super) struct Shared {
     pg: tokio_postgres::Config,
     pool: Pool,
     sql: Sql,
+    queue_sql: queue::QueueSql,
     codec: Codec,
     cache: ReadCache,
     bots: AtomicU64,
@@ -134,6 +138,7 @@ impl PgStore {
             pg,
             pool,
             sql: Sql::new(&cfg.schema),
+            queue_sql: queue::QueueSql::new(&cfg.schema),
             codec: Codec { ring },
             cache: ReadCache::new(READ_CACHE_MAX_RECORDS),
             bots: AtomicU64::new(0),
@@ -576,6 +581,10 @@ impl InstallationStore for PgStore {
 
     fn describe(&self) -> String {
         format!("PostgreSQL {}", self.shared.shown)
+    }
+
+    fn deliveries(&self) -> Option<&dyn super::queue::DeliveryQueue> {
+        Some(self)
     }
 
     fn unavailable(&self) -> Option<String> {

@@ -8,10 +8,11 @@
 //! a rolling deploy.
 
 /// `(version, name, sql)`; `{s}` stands for the schema.
-pub(super) const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "installations, state markers, replay signatures, change log, refresh leases",
-    r#"
+pub(super) const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "installations, state markers, replay signatures, change log, refresh leases",
+        r#"
 CREATE TABLE {s}.installations (
     -- inst/{app}/{enterprise|-}/{team|-}/{bot|latest|user/{id}}: sled's key layout. Compared
     -- byte for byte so a team's or an app's records are one key range.
@@ -55,7 +56,37 @@ CREATE TABLE {s}.refresh_leases (
     until  timestamptz NOT NULL
 );
 "#,
-)];
+    ),
+    (
+        2,
+        "queued delivery: deliveries and their dedupe keys",
+        r#"
+-- Events accepted from Slack, waiting for the upstream (see store::queue). Times are Unix
+-- milliseconds; next_attempt_at is also the lease of a claimed delivery.
+CREATE TABLE {s}.deliveries (
+    id              text COLLATE "C" PRIMARY KEY,
+    event_id        text NOT NULL,
+    api_app_id      text NOT NULL,
+    team_id         text,
+    state           text NOT NULL,
+    attempts        integer NOT NULL DEFAULT 0,
+    last_error      text,
+    received_at     bigint NOT NULL,
+    next_attempt_at bigint NOT NULL,
+    path            text NOT NULL,
+    content_type    text NOT NULL,
+    body            bytea NOT NULL
+);
+CREATE INDEX deliveries_due ON {s}.deliveries (next_attempt_at) WHERE state = 'pending';
+
+CREATE TABLE {s}.delivery_dedupe (
+    key   text COLLATE "C" PRIMARY KEY,
+    until bigint NOT NULL
+);
+CREATE INDEX delivery_dedupe_until ON {s}.delivery_dedupe (until);
+"#,
+    ),
+];
 
 /// The bookkeeping table of applied migrations.
 pub(super) const MIGRATIONS_TABLE: &str = "CREATE SCHEMA IF NOT EXISTS {s};
