@@ -19,6 +19,7 @@ pub mod binary;
 pub mod browser;
 pub mod fake_oidc;
 pub mod fake_slack;
+pub mod fake_socket;
 pub mod fake_web_api;
 pub mod forwarding;
 pub mod oauth_harness;
