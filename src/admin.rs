@@ -1,4 +1,5 @@
-//! The admin listener: health, readiness, metrics, reload and the installations API.
+//! The admin listener: health, readiness, metrics, reload, the installations API and queued
+//! delivery's dead letters (`/admin/deliveries`).
 //!
 //! Loopback by default. When `admin.token` is set, everything except `/healthz`, `/readyz` and
 //! `/metrics` needs `Authorization: Bearer {token}` (compared in constant time). Tokens are
@@ -61,6 +62,9 @@ pub async fn handle(gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<Body>
                 },
                 (_, p) if p == "/admin/installations" || p.starts_with("/admin/installations/") => {
                     installations(gw, &method, p).await
+                }
+                (_, p) if p == "/admin/deliveries" || p.starts_with("/admin/deliveries/") => {
+                    deliveries(gw, &method, p, req.uri().query()).await
                 }
                 _ => text(StatusCode::NOT_FOUND, "not found"),
             }
@@ -191,4 +195,118 @@ async fn installations(gw: &Gateway, method: &Method, path: &str) -> Response<Bo
         }
         _ => text(StatusCode::METHOD_NOT_ALLOWED, "use GET or DELETE"),
     }
+}
+
+/// A delivery as the admin API shows it (times in Unix seconds; no body).
+#[derive(Serialize)]
+struct DeliveryView<'a> {
+    id: &'a str,
+    event_id: &'a str,
+    api_app_id: &'a str,
+    team_id: Option<&'a str>,
+    state: &'static str,
+    attempts: u32,
+    last_error: Option<&'a str>,
+    received_at: u64,
+    next_attempt_at: u64,
+}
+
+/// The most deliveries one listing shows.
+const DELIVERIES_LISTED: usize = 1000;
+
+/// `GET /admin/deliveries?state=`, `POST /admin/deliveries/{id}/retry`,
+/// `POST /admin/deliveries/retry?state=dead`, `DELETE /admin/deliveries/{id}`.
+async fn deliveries(
+    gw: &Gateway,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+) -> Response<Body> {
+    use crate::store::queue::{valid_id, DeliveryState};
+    let Some(queue) = gw.store.deliveries() else {
+        return text(StatusCode::NOT_FOUND, "this store keeps no delivery queue");
+    };
+    let state = match query_value(query, "state") {
+        None => None,
+        Some(s) => match DeliveryState::parse(&s) {
+            Some(st) => Some(st),
+            None => return text(StatusCode::BAD_REQUEST, "state must be pending or dead"),
+        },
+    };
+    let rest = path.strip_prefix("/admin/deliveries").unwrap_or("");
+    let failed = |e: crate::store::StoreError| {
+        tracing::warn!(error = %e, "admin: the delivery queue failed");
+        text(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
+    };
+    let now = crate::http::unix_ms();
+    match (method, rest) {
+        (&Method::GET, "" | "/") => match queue.list_deliveries(state, DELIVERIES_LISTED).await {
+            Ok(list) => {
+                let views: Vec<DeliveryView> = list
+                    .iter()
+                    .map(|d| DeliveryView {
+                        id: &d.id,
+                        event_id: &d.event_id,
+                        api_app_id: &d.api_app_id,
+                        team_id: d.team_id.as_deref(),
+                        state: d.state.as_str(),
+                        attempts: d.attempts,
+                        last_error: d.last_error.as_deref(),
+                        received_at: d.received_at / 1000,
+                        next_attempt_at: d.next_attempt_at.div_ceil(1000),
+                    })
+                    .collect();
+                json(StatusCode::OK, &serde_json::json!({ "deliveries": views }))
+            }
+            Err(e) => failed(e),
+        },
+        (&Method::POST, "/retry") => {
+            if state != Some(DeliveryState::Dead) {
+                return text(StatusCode::BAD_REQUEST, "use POST /admin/deliveries/retry?state=dead");
+            }
+            match queue.retry_dead(now).await {
+                Ok(n) => {
+                    gw.deliveries_due.notify_one();
+                    json(StatusCode::OK, &serde_json::json!({ "ok": true, "retried": n }))
+                }
+                Err(e) => failed(e),
+            }
+        }
+        (&Method::POST, r) if r.ends_with("/retry") => {
+            let id = r.trim_start_matches('/').trim_end_matches("/retry");
+            if !valid_id(id) {
+                return text(StatusCode::NOT_FOUND, format!("no delivery {id}"));
+            }
+            match queue.retry_delivery(id, now).await {
+                Ok(true) => {
+                    gw.deliveries_due.notify_one();
+                    json(StatusCode::OK, &serde_json::json!({ "ok": true, "id": id }))
+                }
+                Ok(false) => text(StatusCode::NOT_FOUND, format!("no delivery {id}")),
+                Err(e) => failed(e),
+            }
+        }
+        (&Method::DELETE, r) if r.len() > 1 => {
+            let id = &r[1..];
+            if !valid_id(id) {
+                return text(StatusCode::NOT_FOUND, format!("no delivery {id}"));
+            }
+            match queue.drop_delivery(id).await {
+                Ok(true) => json(StatusCode::OK, &serde_json::json!({ "ok": true, "id": id })),
+                Ok(false) => text(StatusCode::NOT_FOUND, format!("no delivery {id}")),
+                Err(e) => failed(e),
+            }
+        }
+        _ => text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "GET /admin/deliveries, POST /admin/deliveries/{id}/retry, POST /admin/deliveries/retry?state=dead, DELETE /admin/deliveries/{id}",
+        ),
+    }
+}
+
+/// The first value of `name` in a query string.
+fn query_value(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }

@@ -57,6 +57,8 @@ impl Live {
             "x-slack-user-id",
             "x-slack-user-email",
             "x-slack-user-name",
+            // Queued delivery's own (see proxy::queued): never from a client.
+            "x-gateway-delivery-attempt",
         ]
         .into_iter()
         .map(http::HeaderName::from_static)
@@ -105,6 +107,8 @@ pub struct Gateway {
     pub bodies: BodyBudget,
     /// Slack's OpenID signing keys.
     pub jwks: JwksCache,
+    /// Woken when an event is queued, so that it is delivered at once ([`crate::delivery`]).
+    pub deliveries_due: tokio::sync::Notify,
     /// Bumped on every config swap: what runs beside the requests (Socket Mode) watches it.
     pub reloads: tokio::sync::watch::Sender<u64>,
     /// Set on SIGTERM: `/readyz` answers 503 so load balancers stop sending traffic.
@@ -142,6 +146,7 @@ impl Gateway {
             jwks: JwksCache::default(),
             draining: AtomicBool::new(false),
             reloads: tokio::sync::watch::Sender::new(0),
+            deliveries_due: tokio::sync::Notify::new(),
             fingerprint: Mutex::new(fingerprint),
             last_failure: Mutex::new(None),
             config_path,

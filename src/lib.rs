@@ -26,7 +26,9 @@
 //!    verify → parse → resolve → inject → forward, one for every ingress), [`oauth`] (install
 //!    flow, states, token rotation), [`signin`] (Sign in with Slack: it decides, the caller
 //!    forwards), [`reload`], [`admin`], [`transfer`] (export/import, the SDKs' file stores),
-//!    [`manifest`], [`egress`] (the Web API egress: Slack calls with the installation's token).
+//!    [`manifest`], [`egress`] (the Web API egress: Slack calls with the installation's token),
+//!    [`delivery`] (queued delivery's worker: accepted events to the upstream, retried, dead
+//!    letters; the pipeline stores them in `proxy::queued`).
 //! 6. **Ingress**: [`server`] (the public, admin and egress listeners, routing, limits,
 //!    graceful shutdown), [`lane`] (the fast lane: Slack's plain requests straight off the
 //!    socket, through the same pipeline), [`socket_mode`] (Slack's Socket Mode WebSockets held
@@ -64,6 +66,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod delivery;
 pub mod egress;
 pub mod gateway;
 pub mod http;
@@ -213,6 +216,9 @@ pub async fn run(
     // Socket Mode runs beside the listeners, idle while it is off, following reloads.
     let (stop_socket_mode, socket_mode_rx) = tokio::sync::watch::channel(false);
     let socket_mode_task = socket_mode::spawn(gw.clone(), socket_mode_rx);
+    // Queued delivery's worker: idle unless events are queued.
+    let (stop_delivery, delivery_rx) = tokio::sync::watch::channel(false);
+    let delivery_task = delivery::spawn(gw.clone(), delivery_rx);
     let (stop_egress, egress_rx) = tokio::sync::watch::channel(false);
     let egress_task = egress.map(|listener| {
         tokio::spawn(server::serve(
@@ -239,6 +245,9 @@ pub async fn run(
     if let Some(t) = egress_task {
         let _ = t.await;
     }
+    // Attempts in flight end (or their leases hand them to the next start).
+    let _ = stop_delivery.send(true);
+    let _ = delivery_task.await;
     if let Some(w) = watcher {
         w.abort();
     }

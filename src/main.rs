@@ -47,6 +47,12 @@ enum Command {
         #[command(subcommand)]
         command: InstallationsCommand,
     },
+    /// Queued delivery's events (through a running gateway's admin listener): list pending and
+    /// dead ones, retry one or every dead letter, drop one
+    Deliveries {
+        #[command(subcommand)]
+        command: DeliveriesCommand,
+    },
     /// Print the Slack app manifest for this config (paste it into "Create New App → From a
     /// manifest", or send it to apps.manifest.create)
     Manifest {
@@ -63,6 +69,27 @@ enum Command {
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+}
+
+#[derive(Subcommand)]
+enum DeliveriesCommand {
+    /// List queued events (pending and dead, or one state)
+    List {
+        #[arg(long, value_parser = ["pending", "dead"])]
+        state: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a dead letter back in the queue (its attempts start over): one by id, or all with
+    /// --dead
+    Retry {
+        #[arg(required_unless_present = "dead", conflicts_with = "dead")]
+        id: Option<String>,
+        #[arg(long)]
+        dead: bool,
+    },
+    /// Drop one queued event for good
+    Drop { id: String },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -143,6 +170,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Check) => check(&path),
         Some(Command::Installations { command }) => installations(&path, command),
+        Some(Command::Deliveries { command }) => deliveries(&path, command),
         Some(Command::Manifest { format }) => manifest(&path, format),
         Some(Command::Healthcheck { url, timeout }) => healthcheck(&path, url, timeout),
         None => serve(&path),
@@ -408,12 +436,22 @@ async fn admin_call(
     method: http::Method,
     id: &str,
 ) -> anyhow::Result<serde_json::Value> {
-    let addr = config.server.admin_listen;
-    let mut url = format!("{}/admin/installations", admin_base_url(config));
+    let mut path = "/admin/installations".to_owned();
     if !id.is_empty() {
         let encoded: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
-        url = format!("{url}/{encoded}");
+        path = format!("{path}/{encoded}");
     }
+    admin_request(config, method, &path).await
+}
+
+/// Calls `path_and_query` on the running gateway's admin API.
+async fn admin_request(
+    config: &Config,
+    method: http::Method,
+    path_and_query: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let addr = config.server.admin_listen;
+    let url = format!("{}{path_and_query}", admin_base_url(config));
     let mut req = reqwest::Client::new().request(method, &url);
     if let Some(t) = &config.admin.token {
         req = req.bearer_auth(t.expose());
@@ -429,6 +467,77 @@ async fn admin_call(
         anyhow::bail!("{status}: {}", body.trim());
     }
     Ok(serde_json::from_str(&body)?)
+}
+
+fn deliveries(path: &std::path::Path, command: DeliveriesCommand) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let id_path = |id: &str| {
+        let encoded: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
+        format!("/admin/deliveries/{encoded}")
+    };
+    rt.block_on(async move {
+        match command {
+            DeliveriesCommand::List { state, json } => {
+                let query = state.map(|s| format!("?state={s}")).unwrap_or_default();
+                let v = admin_request(
+                    &config,
+                    http::Method::GET,
+                    &format!("/admin/deliveries{query}"),
+                )
+                .await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                    return Ok(());
+                }
+                let items = v["deliveries"].as_array().cloned().unwrap_or_default();
+                println!(
+                    "{:<30} {:<8} {:<8} {:<14} {:<12} LAST ERROR",
+                    "ID", "STATE", "ATTEMPTS", "EVENT", "TEAM"
+                );
+                for d in &items {
+                    println!(
+                        "{:<30} {:<8} {:<8} {:<14} {:<12} {}",
+                        d["id"].as_str().unwrap_or("-"),
+                        d["state"].as_str().unwrap_or("-"),
+                        d["attempts"].as_u64().unwrap_or(0),
+                        d["event_id"].as_str().unwrap_or("-"),
+                        d["team_id"].as_str().unwrap_or("-"),
+                        d["last_error"].as_str().unwrap_or("")
+                    );
+                }
+                eprintln!("{} deliver(ies)", items.len());
+            }
+            DeliveriesCommand::Retry { id: Some(id), .. } => {
+                admin_request(
+                    &config,
+                    http::Method::POST,
+                    &format!("{}/retry", id_path(&id)),
+                )
+                .await?;
+                eprintln!("{id} is queued again");
+            }
+            DeliveriesCommand::Retry { id: None, .. } => {
+                let v = admin_request(
+                    &config,
+                    http::Method::POST,
+                    "/admin/deliveries/retry?state=dead",
+                )
+                .await?;
+                eprintln!(
+                    "{} dead letter(s) queued again",
+                    v["retried"].as_u64().unwrap_or(0)
+                );
+            }
+            DeliveriesCommand::Drop { id } => {
+                admin_request(&config, http::Method::DELETE, &id_path(&id)).await?;
+                eprintln!("{id} dropped");
+            }
+        }
+        Ok(())
+    })
 }
 
 fn serve(path: &std::path::Path) -> anyhow::Result<()> {

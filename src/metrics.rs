@@ -101,6 +101,11 @@ pub struct Metrics {
     socket_connections: Gauge,
     socket_envelopes: Family<EnvelopeLabels, Counter>,
     socket_reconnects: Family<ReasonLabel, Counter>,
+    delivery_accepted: Family<ResultLabel, Counter>,
+    delivery_attempts: Family<ResultLabel, Counter>,
+    delivery_depth: Gauge,
+    delivery_dead: Gauge,
+    delivery_oldest_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Handles on the series every forwarded Slack request updates (metrics share their
     /// value with their clones): no label hashing or map lookup on the hot path.
     slack_ok: OnceLock<Counter>,
@@ -140,6 +145,36 @@ impl Metrics {
         let socket_connections = Gauge::default();
         let socket_envelopes = Family::<EnvelopeLabels, Counter>::default();
         let socket_reconnects = Family::<ReasonLabel, Counter>::default();
+        let delivery_accepted = Family::<ResultLabel, Counter>::default();
+        let delivery_attempts = Family::<ResultLabel, Counter>::default();
+        let delivery_depth = Gauge::default();
+        let delivery_dead = Gauge::default();
+        let delivery_oldest_age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "delivery_accepted",
+            "Event callbacks accepted for queued delivery: queued, or duplicate (not queued again)",
+            delivery_accepted.clone(),
+        );
+        registry.register(
+            "delivery_attempts",
+            "Queued delivery attempts, by result: delivered, failed (retried later), dead",
+            delivery_attempts.clone(),
+        );
+        registry.register(
+            "delivery_queue_depth",
+            "Queued events waiting for the upstream (dead letters aside)",
+            delivery_depth.clone(),
+        );
+        registry.register(
+            "delivery_dead_letters",
+            "Queued events kept after their last failed attempt",
+            delivery_dead.clone(),
+        );
+        registry.register(
+            "delivery_oldest_pending_age_seconds",
+            "Age of the oldest queued event still waiting",
+            delivery_oldest_age.clone(),
+        );
         registry.register(
             "socket_mode_connections",
             "Socket Mode WebSockets open and serving (after Slack's hello)",
@@ -239,6 +274,11 @@ impl Metrics {
             socket_connections,
             socket_envelopes,
             socket_reconnects,
+            delivery_accepted,
+            delivery_attempts,
+            delivery_depth,
+            delivery_dead,
+            delivery_oldest_age,
             slack_ok: OnceLock::new(),
             slack_latency: OnceLock::new(),
         }
@@ -358,6 +398,29 @@ impl Metrics {
         self.socket_reconnects
             .get_or_create(&ReasonLabel { reason })
             .inc();
+    }
+
+    /// An event callback accepted in queued mode: `queued` or `duplicate`.
+    pub fn delivery_accepted(&self, result: &'static str) {
+        self.delivery_accepted
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// One delivery attempt: `delivered`, `failed` (to be retried) or `dead`.
+    pub fn delivery_attempt(&self, result: &'static str) {
+        self.delivery_attempts
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// The queue as last counted.
+    pub fn delivery_queue(&self, pending: u64, dead: u64, oldest_age: Duration) {
+        self.delivery_depth
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
+        self.delivery_dead
+            .set(i64::try_from(dead).unwrap_or(i64::MAX));
+        self.delivery_oldest_age.set(oldest_age.as_secs_f64());
     }
 
     pub fn upstream_error(&self, reason: &'static str) {

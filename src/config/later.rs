@@ -1,7 +1,4 @@
-//! `[socket_mode]` and `[delivery]`: Socket Mode ingress and queued delivery. Their keys are
-//! read and validated like every other; queued delivery is refused, naming the key, until this
-//! version of the gateway implements it (a config that asks for it must not silently get
-//! direct delivery).
+//! `[socket_mode]` and `[delivery]`: Socket Mode ingress and queued delivery.
 
 use std::time::Duration;
 
@@ -45,8 +42,6 @@ pub struct DeliveryConfig {
     #[serde(serialize_with = "ser_duration")]
     pub dedupe_window: Duration,
 }
-
-const NOT_YET: &str = "is not supported by this version of slack-gateway yet";
 
 impl Cx<'_> {
     /// `[socket_mode]`.
@@ -102,13 +97,7 @@ impl Cx<'_> {
             None => DeliveryMode::Direct,
             Some(m) => match self.expand("delivery.mode", m)?.0.as_str() {
                 "direct" => DeliveryMode::Direct,
-                "queued" => {
-                    return Err(self.err(
-                        "delivery.mode",
-                        Some(m),
-                        format!("queued delivery {NOT_YET}: use \"direct\""),
-                    ))
-                }
+                "queued" => DeliveryMode::Queued,
                 other => {
                     return Err(self.err(
                         "delivery.mode",

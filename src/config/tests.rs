@@ -382,7 +382,6 @@ fn socket_mode_and_delivery_sections_load_and_unimplemented_modes_are_refused() 
             "[socket_mode]\nconnections = 11\n",
             "socket_mode.connections",
         ),
-        ("[delivery]\nmode = \"queued\"\n", "delivery.mode"),
         ("[delivery]\nmode = \"later\"\n", "delivery.mode"),
         ("[delivery]\nmax_attempts = 0\n", "delivery.max_attempts"),
         (

@@ -110,6 +110,13 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Milliseconds since the Unix epoch (the delivery queue's clock).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// The value of cookie `name` in the request's `Cookie` headers, if sent exactly once.
 pub fn cookie_value(headers: &http::HeaderMap, name: &str) -> Option<String> {
     let mut found = None;

@@ -46,7 +46,10 @@ impl Head {
 
     /// The headers the pipeline reads.
     pub(super) fn signed<'a>(&'a self, fields: &[Field]) -> Signed<'a> {
-        let mut signed = Signed::default();
+        let mut signed = Signed {
+            target: Some(self.get(self.target)),
+            ..Signed::default()
+        };
         for f in fields {
             signed.note(self.get(f.name), self.get(f.value));
         }

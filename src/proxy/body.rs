@@ -25,6 +25,8 @@ pub(crate) struct Signed<'a> {
     pub(crate) content_type: Option<&'a [u8]>,
     pub(crate) timestamp: Option<&'a [u8]>,
     pub(crate) signature: Option<&'a [u8]>,
+    /// The request target (path and query) it came to: where queued delivery sends it.
+    pub(crate) target: Option<&'a [u8]>,
 }
 
 impl<'a> Signed<'a> {
@@ -34,6 +36,7 @@ impl<'a> Signed<'a> {
             content_type: get(header::CONTENT_TYPE.as_str()),
             timestamp: get(TIMESTAMP),
             signature: get(SIGNATURE),
+            target: None,
         }
     }
 

@@ -25,6 +25,43 @@ pub struct Conn {
     pub upstream: UpstreamConn,
 }
 
+/// Connections kept for requests that come from no client connection of their own (Socket
+/// Mode envelopes, queued deliveries): each request takes one, and gives it back once it has
+/// read the upstream's answer to the end, so the next request reuses its upstream connection.
+pub struct ConnPool {
+    client: headers::Client,
+    idle: std::sync::Mutex<Vec<Conn>>,
+}
+
+impl ConnPool {
+    /// Connections kept at most.
+    const MAX_IDLE: usize = 64;
+
+    /// A pool whose requests come from `client`, as the forwarding headers report it.
+    pub fn new(client: std::net::SocketAddr) -> Self {
+        ConnPool {
+            client: headers::Client::new(client, "https"),
+            idle: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn take(&self) -> Conn {
+        let kept = self.idle.lock().expect("pool lock").pop();
+        kept.unwrap_or_else(|| Conn {
+            client: self.client.clone(),
+            upstream: UpstreamConn::new(),
+        })
+    }
+
+    /// Gives back a connection whose last answer was read to the end.
+    pub fn put_back(&self, conn: Conn) {
+        let mut idle = self.idle.lock().expect("pool lock");
+        if idle.len() < Self::MAX_IDLE {
+            idle.push(conn);
+        }
+    }
+}
+
 /// Sets one header, as [`owned_value`] makes it.
 pub(super) fn put(headers: &mut http::HeaderMap, name: &http::HeaderName, value: String) {
     if let Some(v) = owned_value(value) {

@@ -27,6 +27,7 @@
 mod body;
 mod error;
 mod forward;
+mod queued;
 
 use std::sync::Arc;
 
@@ -34,6 +35,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use crate::config::DeliveryMode;
 use crate::gateway::{Gateway, Live};
 use crate::http::headers;
 use crate::http::{empty, json, unix_now, Body};
@@ -48,8 +50,9 @@ pub(crate) use body::{judge_head, reserve_body, Signed};
 use error::closing;
 pub use error::ProxyError;
 use forward::{forward, owned_value};
-pub use forward::{forward_browser, Conn};
+pub use forward::{forward_browser, Conn, ConnPool};
 pub(crate) use forward::{prepare_upstream_request, upstream_outcome};
+pub use queued::Origin;
 
 /// The installation a request resolved to ([`decide`]'s verdict for a request to forward):
 /// taken whole by the header rewrite ([`injected`]), whichever transport writes the head.
@@ -104,7 +107,11 @@ pub async fn handle(
             }
             Err(e) => return Err(e),
         };
-        match decide(gw, live, Signed::of(&parts.headers), &body).await? {
+        let signed = Signed {
+            target: parts.uri.path_and_query().map(|p| p.as_str().as_bytes()),
+            ..Signed::of(&parts.headers)
+        };
+        match decide(gw, live, signed, &body).await? {
             Step::Answer(r) => Ok(r),
             Step::Forward(resolved) => {
                 rewrite_and_inject(live, &mut parts.headers, &conn.client, resolved);
@@ -116,23 +123,41 @@ pub async fn handle(
     result.unwrap_or_else(|e| refuse(gw, conn.client.addr, e))
 }
 
-/// A request Slack sent over a channel that authenticated it already (a Socket Mode
-/// WebSocket, opened with the app's token): the stages of [`handle`] after the signature.
-/// `parts` carry the head the upstream gets, HTTP mode's (signed for the app by the ingress
-/// that built it). Refusals are returned, not answered: the caller has no HTTP client.
+/// A request whose sender is known otherwise: Slack over a channel that authenticated it (a
+/// Socket Mode WebSocket, opened with the app's token), or the delivery queue with what it
+/// accepted. The stages of [`handle`] after the signature. `parts` carry the head the
+/// upstream gets, HTTP mode's (signed for the app by whoever built it). Refusals are
+/// returned, not answered: the caller has no HTTP client.
 pub async fn handle_authenticated(
     gw: &Arc<Gateway>,
     live: &Arc<Live>,
     mut parts: http::request::Parts,
     body: Bytes,
     conn: &Conn,
+    delivery_attempt: Option<u32>,
 ) -> Result<Response<Body>, ProxyError> {
     let content_type = parts.headers.get(header::CONTENT_TYPE);
     let kind = payload::content_kind(content_type.map(HeaderValue::as_bytes), &body);
-    match decide_verified(gw, live, kind, &body).await? {
+    let origin = match delivery_attempt {
+        Some(_) => Origin::Queue,
+        None => Origin::Slack {
+            target: parts
+                .uri
+                .path_and_query()
+                .map_or(b"/", |p| p.as_str().as_bytes()),
+            content_type: content_type.map(HeaderValue::as_bytes),
+        },
+    };
+    let step = decide_verified(gw, live, kind, &body, origin).await?;
+    match step {
         Step::Answer(r) => Ok(r),
         Step::Forward(resolved) => {
             rewrite_and_inject(live, &mut parts.headers, &conn.client, resolved);
+            if let Some(n) = delivery_attempt {
+                parts
+                    .headers
+                    .insert(queued::DELIVERY_ATTEMPT, HeaderValue::from(n));
+            }
             forward(gw, live, conn, parts, body).await
         }
     }
@@ -184,7 +209,11 @@ pub(crate) async fn decide(
         }
         return Err(ProxyError::Signature(reason));
     }
-    decide_verified(gw, live, kind, body).await
+    let origin = Origin::Slack {
+        target: signed.target.unwrap_or(b"/"),
+        content_type: signed.content_type,
+    };
+    decide_verified(gw, live, kind, body, origin).await
 }
 
 /// Stages 3 to 8a, for a request whose sender is known: parsing, local answers, the
@@ -194,6 +223,7 @@ async fn decide_verified(
     live: &Arc<Live>,
     kind: Option<payload::ContentKind>,
     body: &Bytes,
+    origin: Origin<'_>,
 ) -> Result<Step, ProxyError> {
     let Parsed {
         kind,
@@ -210,11 +240,44 @@ async fn decide_verified(
         Action::SslCheck => return Ok(Step::Answer(empty(StatusCode::OK))),
         _ => {}
     }
+    if let Origin::Slack {
+        target,
+        content_type,
+    } = origin
+    {
+        if live.config.delivery.mode == DeliveryMode::Queued && kind == "event_callback" {
+            let accepted = queued::Accepted {
+                action: &action,
+                identity,
+                body,
+                target,
+                content_type,
+            };
+            return queued::accept(gw, live, accepted).await;
+        }
+    }
 
-    // A store that does not answer (a database gone away) is refused in time for Slack to
-    // retry; a cached installation never waits on it.
+    let resolved = resolve_in_time(gw, live, identity).await?;
+    // Events from the queue were acted on when they were accepted: a reinstall since must not
+    // be undone.
+    let acts = matches!(origin, Origin::Slack { .. });
+    if acts && matches!(action, Action::Uninstalled | Action::TokensRevoked { .. }) {
+        // Boxed: rare, and its future would otherwise enlarge every request's.
+        Box::pin(apply_lifecycle(gw, live, &action, &resolved)).await?;
+    }
+    tracing::debug!(%kind, team = ?resolved.identity.team_id, found = resolved.bot.is_some(), "forwarding");
+    Ok(Step::Forward(resolved))
+}
+
+/// Stage 5 bounded by `upstream.timeout`: a store that does not answer (a database gone away)
+/// is refused in time for Slack to retry; a cached installation never waits on it.
+async fn resolve_in_time(
+    gw: &Arc<Gateway>,
+    live: &Arc<Live>,
+    identity: Identity,
+) -> Result<Resolved, ProxyError> {
     let timeout = live.config.upstream.timeout;
-    let resolved = tokio::time::timeout(
+    tokio::time::timeout(
         timeout,
         resolve_installation(gw, live, identity, live.config.upstream.inject_user_token),
     )
@@ -223,13 +286,7 @@ async fn decide_verified(
         ProxyError::Store(StoreError::Unavailable(format!(
             "no answer within upstream.timeout ({timeout:?})"
         )))
-    })??;
-    if matches!(action, Action::Uninstalled | Action::TokensRevoked { .. }) {
-        // Boxed: rare, and its future would otherwise enlarge every request's.
-        Box::pin(apply_lifecycle(gw, live, &action, &resolved)).await?;
-    }
-    tracing::debug!(%kind, team = ?resolved.identity.team_id, found = resolved.bot.is_some(), "forwarding");
-    Ok(Step::Forward(resolved))
+    })?
 }
 
 /// Stage 8b on a header map: hygiene, then injection. The lane uses it for a head it has

@@ -3,7 +3,6 @@
 //! last 5 minutes is acked and not forwarded again; one in flight is not forwarded twice.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,11 +12,9 @@ use tokio::sync::mpsc;
 
 use super::socket::InFlightGuard;
 use crate::gateway::Gateway;
-use crate::http::headers::Client;
-use crate::proxy::{self, Conn};
+use crate::proxy::{self, ConnPool};
 use crate::slack::signature;
 use crate::slack::socket::{ack, Envelope, EnvelopeKind};
-use crate::upstream::UpstreamConn;
 
 /// How long an envelope id forwarded successfully is remembered.
 const SEEN_FOR: Duration = Duration::from_secs(300);
@@ -94,45 +91,12 @@ impl Seen {
     }
 }
 
-/// A connection's upstream connections, kept for its next envelopes.
-pub(super) struct Upstreams {
-    peer: SocketAddr,
-    idle: Mutex<Vec<Conn>>,
-}
-
-impl Upstreams {
-    pub(super) fn new(peer: SocketAddr) -> Self {
-        Upstreams {
-            peer,
-            idle: Mutex::new(Vec::new()),
-        }
-    }
-
-    fn take(&self) -> Conn {
-        self.idle
-            .lock()
-            .expect("upstreams lock")
-            .pop()
-            .unwrap_or_else(|| Conn {
-                client: Client::new(self.peer, "https"),
-                upstream: UpstreamConn::new(),
-            })
-    }
-
-    fn put_back(&self, conn: Conn) {
-        let mut idle = self.idle.lock().expect("upstreams lock");
-        if idle.len() < 64 {
-            idle.push(conn);
-        }
-    }
-}
-
 /// Handles one envelope; its ack (if any) goes to `acks`, the connection it arrived on.
 pub(super) async fn handle(
     shared: Arc<Shared>,
     env: Envelope,
     acks: mpsc::UnboundedSender<String>,
-    upstreams: Arc<Upstreams>,
+    upstreams: Arc<ConnPool>,
     _inflight: InFlightGuard,
 ) {
     let metrics = &shared.gw.metrics;
@@ -161,7 +125,7 @@ async fn forward(
     shared: &Shared,
     env: &Envelope,
     acks: &mpsc::UnboundedSender<String>,
-    upstreams: &Upstreams,
+    upstreams: &ConnPool,
 ) -> Result<&'static str, ()> {
     let gw = &shared.gw;
     let rendered = match env.http_body() {
@@ -216,7 +180,7 @@ async fn forward(
     let started = Instant::now();
     let timeout = live.config.upstream.timeout;
     let conn = upstreams.take();
-    let answer = proxy::handle_authenticated(gw, &live, parts, body, &conn).await;
+    let answer = proxy::handle_authenticated(gw, &live, parts, body, &conn, None).await;
     let resp = match answer {
         Ok(r) => r,
         Err(e) => {

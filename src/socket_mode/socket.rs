@@ -231,7 +231,7 @@ async fn serve(
     let (mut sink, mut stream) = ws.split();
     let (acks_tx, mut acks) = mpsc::unbounded_channel::<String>();
     let inflight = Arc::new(InFlight::default());
-    let upstreams = Arc::new(envelope::Upstreams::new(peer));
+    let upstreams = Arc::new(crate::proxy::ConnPool::new(peer));
     let mut ticks = tokio::time::interval_at(
         Instant::now() + settings.ping_interval,
         settings.ping_interval,

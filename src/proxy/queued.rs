@@ -1,0 +1,109 @@
+//! Queued delivery's first half (`delivery.mode = "queued"`): a verified Events API callback
+//! is stored durably and answered 200 at once; the delivery worker
+//! ([`crate::delivery`]) sends it to the upstream later, through the same stages with
+//! [`Origin::Queue`].
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::StatusCode;
+use serde::Deserialize;
+
+use super::{apply_lifecycle, resolve_in_time, ProxyError, Step};
+use crate::gateway::{Gateway, Live};
+use crate::http::{empty, unix_ms};
+use crate::slack::payload::{Action, Identity};
+use crate::store::queue::Delivery;
+use crate::store::StoreError;
+
+/// The attempt number (1-based) of a queued delivery; direct forwarding never sends it, and
+/// strips any copy a client sends.
+pub const DELIVERY_ATTEMPT: http::HeaderName =
+    http::HeaderName::from_static("x-gateway-delivery-attempt");
+
+/// Where a request comes to the stages after the signature from.
+#[derive(Debug, Clone, Copy)]
+pub enum Origin<'a> {
+    /// From Slack, over HTTP or Socket Mode, to `target` (its path and query): lifecycle
+    /// events act, and with queued delivery an event callback is stored and answered at once.
+    Slack {
+        target: &'a [u8],
+        content_type: Option<&'a [u8]>,
+    },
+    /// From the delivery queue: accepted, and acted on, already.
+    Queue,
+}
+
+/// An event callback being accepted.
+pub(super) struct Accepted<'a> {
+    pub(super) action: &'a Action,
+    pub(super) identity: Identity,
+    pub(super) body: &'a Bytes,
+    pub(super) target: &'a [u8],
+    pub(super) content_type: Option<&'a [u8]>,
+}
+
+/// The ids an event callback carries.
+#[derive(Deserialize)]
+struct Ids {
+    event_id: Option<String>,
+    api_app_id: Option<String>,
+}
+
+/// Stores the event (unless its `(api_app_id, event_id)` was accepted within
+/// `delivery.dedupe_window`) and answers 200 with an empty body. `app_uninstalled` and
+/// `tokens_revoked` act first, as they would before forwarding. A store that cannot take it
+/// is a 503, so Slack sends it again.
+pub(super) async fn accept(
+    gw: &Arc<Gateway>,
+    live: &Arc<Live>,
+    a: Accepted<'_>,
+) -> Result<Step, ProxyError> {
+    let queue = gw.store.deliveries().ok_or_else(|| {
+        ProxyError::Store(StoreError::Unavailable(
+            "this store keeps no delivery queue".into(),
+        ))
+    })?;
+    let team_id = a.identity.team_id.clone();
+    if matches!(a.action, Action::Uninstalled | Action::TokensRevoked { .. }) {
+        let resolved = resolve_in_time(gw, live, a.identity).await?;
+        Box::pin(apply_lifecycle(gw, live, a.action, &resolved)).await?;
+    }
+    let ids: Ids = serde_json::from_slice(a.body).unwrap_or(Ids {
+        event_id: None,
+        api_app_id: None,
+    });
+    let now = unix_ms();
+    let mut d = Delivery::new(
+        String::new(),
+        ids.api_app_id.unwrap_or_default(),
+        team_id,
+        String::from_utf8_lossy(a.target).into_owned(),
+        a.content_type
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .unwrap_or_else(|| "application/json".to_owned()),
+        a.body.clone(),
+        now,
+    );
+    // Without an event id there is nothing to dedupe by: the delivery's own id stands in.
+    d.event_id = ids.event_id.unwrap_or_else(|| d.id.clone());
+    let window = u64::try_from(live.config.delivery.dedupe_window.as_millis()).unwrap_or(u64::MAX);
+    let dedupe_until = now.saturating_add(window);
+    let timeout = live.config.upstream.timeout;
+    let stored = tokio::time::timeout(timeout, queue.enqueue(&d, now, dedupe_until))
+        .await
+        .map_err(|_| {
+            ProxyError::Store(StoreError::Unavailable(format!(
+                "the event was not stored within upstream.timeout ({timeout:?})"
+            )))
+        })??;
+    if stored {
+        tracing::debug!(delivery = %d.id, event = %d.event_id, "event queued");
+        gw.metrics.delivery_accepted("queued");
+        gw.deliveries_due.notify_one();
+    } else {
+        tracing::info!(event = %d.event_id, app = %d.api_app_id, "event accepted before: not queued again");
+        gw.metrics.delivery_accepted("duplicate");
+    }
+    Ok(Step::Answer(empty(StatusCode::OK)))
+}
