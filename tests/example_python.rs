@@ -544,3 +544,97 @@ async fn bolt_verifies_signatures_only_with_a_signing_secret() {
     assert_eq!(status, 200, "{body}\n{}", trusting.stderr());
     assert!(body.contains("a-challenge"), "{body}");
 }
+
+/// Issue 20's check: the same unchanged app (HTTP mode, its own signature verification on)
+/// behind a gateway that takes Slack's requests over Socket Mode. A `/echo` envelope is
+/// forwarded as HTTP mode's form, signed; Bolt's plain-text acknowledgement comes back as the
+/// ack's payload, and the post goes out through the egress with the seeded token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bolt_for_python_answers_a_slash_command_that_came_over_socket_mode() {
+    use support::fake_socket::{Envelope, FakeSocketSlack};
+    let python = venv_python();
+    let slack = FakeSlack::start(CLIENT_ID, CLIENT_SECRET).await;
+    let token = format!("xoxb-{TEAM}-{}", rand_suffix());
+    slack.register_token(&token, TEAM);
+    let sockets = FakeSocketSlack::start().await;
+    sockets.set_fallback(&slack.api_url());
+
+    let dir = tempfile::tempdir().unwrap();
+    let app_port = free_port();
+    let (config, ports) = write_config(
+        dir.path(),
+        &slack,
+        SocketAddr::from(([127, 0, 0, 1], app_port)),
+    );
+    // Slack's API (apps.connections.open, and the egress's calls passed on) is the socket fake.
+    let mut table: toml::Table = std::fs::read_to_string(&config).unwrap().parse().unwrap();
+    table["slack"]
+        .as_table_mut()
+        .unwrap()
+        .insert("api_url".into(), sockets.api_url().into());
+    let mut socket_mode = toml::Table::new();
+    socket_mode.insert("enabled".into(), true.into());
+    socket_mode.insert("app_token".into(), "xapp-1-A0GATEWAY-example".into());
+    socket_mode.insert("connections".into(), 1.into());
+    table.insert("socket_mode".into(), socket_mode.into());
+    std::fs::write(&config, toml::to_string(&table).unwrap()).unwrap();
+    seed(&config, dir.path(), &token);
+
+    let gateway = spawn(
+        child_env(&mut Command::new(BIN))
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info"),
+        dir.path(),
+        "gateway.log",
+    );
+    let mut app = start_app(
+        &python,
+        dir.path(),
+        "app.log",
+        app_port,
+        ports.egress,
+        Some(SIGNING_SECRET),
+    );
+    gateway.wait_ready(ports.admin).await;
+    wait_listening(&mut app, app_port).await;
+    let logs = || {
+        format!(
+            "--- gateway\n{}\n--- app\n{}\n--- sockets\n{}",
+            gateway.stderr(),
+            app.stderr(),
+            sockets.report()
+        )
+    };
+    let deadline = Instant::now() + LIMIT;
+    while sockets.serving_conns().is_empty() {
+        assert!(Instant::now() < deadline, "no socket served:\n{}", logs());
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let conn = sockets.serving_conns()[0];
+    let command: serde_json::Map<String, serde_json::Value> =
+        form_urlencoded::parse(slash_command(&slack, "C0SOCKET", "over the socket").as_bytes())
+            .map(|(k, v)| (k.into_owned(), serde_json::Value::String(v.into_owned())))
+            .collect();
+    let envelope =
+        Envelope::slash_commands(serde_json::Value::Object(command)).accepts_response_payload(true);
+    sockets.send_envelope(conn, &envelope);
+    let m = posted_to(&slack, "C0SOCKET", logs).await;
+    assert_eq!(m.token.as_deref(), Some(token.as_str()), "{}", logs());
+    assert!(m.text.contains("over the socket"), "{m:?}");
+    let deadline = Instant::now() + LIMIT;
+    let ack = loop {
+        if let Some(a) = sockets.acks_for(&envelope.id).into_iter().next() {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "no ack:\n{}", logs());
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert_eq!(ack.conn, conn, "acked on the connection it came on");
+    assert_eq!(
+        ack.value["payload"]["text"].as_str(),
+        Some("Echoing to <#C0SOCKET>"),
+        "Bolt's acknowledgement is the ack's payload: {ack:?}\n{}",
+        logs()
+    );
+}

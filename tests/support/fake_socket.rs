@@ -259,6 +259,8 @@ struct State {
     frames: Vec<Frame>,
     /// The number of serving connections after each change.
     history: Vec<(Instant, usize)>,
+    /// Where other Web API methods go (`set_fallback`); 404 without.
+    fallback: Option<String>,
 }
 
 impl State {
@@ -306,6 +308,7 @@ impl FakeSocketSlack {
             state: Mutex::new(State {
                 open_script: VecDeque::new(),
                 open_default: OpenReply::Ok,
+                fallback: None,
                 open_calls: Vec::new(),
                 next_ticket: 1,
                 tickets: HashMap::new(),
@@ -365,6 +368,12 @@ impl FakeSocketSlack {
 
     pub fn open_call_count(&self) -> usize {
         self.state().open_calls.len()
+    }
+
+    /// Passes every other `/api/{method}` call to `api_url` (another fake Slack's), so one
+    /// `slack.api_url` serves Socket Mode and the Web API.
+    pub fn set_fallback(&self, api_url: &str) {
+        self.shared.state.lock().unwrap().fallback = Some(api_url.trim_end_matches('/').to_owned());
     }
 
     /// The distinct bearer tokens `apps.connections.open` was called with.
@@ -684,6 +693,41 @@ async fn dispatch(shared: Arc<Shared>, stream: TcpStream) {
         .await;
 }
 
+/// One Web API call passed on to another fake Slack, and its answer.
+async fn pass_on(
+    base: &str,
+    method: &str,
+    parts: &http::request::Parts,
+    body: Bytes,
+) -> Response<Full<Bytes>> {
+    let query = parts
+        .uri
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let mut req = reqwest::Client::new()
+        .request(parts.method.clone(), format!("{base}/{method}{query}"))
+        .body(body);
+    for name in ["authorization", "content-type"] {
+        if let Some(v) = parts.headers.get(name) {
+            req = req.header(name, v.clone());
+        }
+    }
+    match req.send().await {
+        Ok(r) => {
+            let status = r.status();
+            let ct = r.headers().get("content-type").cloned();
+            let mut out = Response::new(Full::new(r.bytes().await.unwrap_or_default()));
+            *out.status_mut() = status;
+            if let Some(ct) = ct {
+                out.headers_mut().insert("content-type", ct);
+            }
+            out
+        }
+        Err(_) => json_response(502, json!({"ok": false, "error": "fallback_unreachable"})),
+    }
+}
+
 fn json_response(status: u16, body: Value) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
     *r.status_mut() = StatusCode::from_u16(status).unwrap();
@@ -705,6 +749,12 @@ async fn answer_http(
         .map(|c| c.to_bytes())
         .unwrap_or_default();
     let path = parts.uri.path().to_owned();
+    let fallback = shared.state.lock().unwrap().fallback.clone();
+    if let (Some(base), Some(method)) = (fallback, path.strip_prefix("/api/")) {
+        if method != "apps.connections.open" {
+            return Ok(pass_on(&base, method, &parts, body).await);
+        }
+    }
     if path != "/api/apps.connections.open" {
         return Ok(json_response(
             404,
