@@ -4,7 +4,8 @@
 //!
 //! - The supervisor ([`spawn`]) keeps `socket_mode.connections` slots running and follows
 //!   reloads: slots are added or stopped when the count changes, all replaced when the token,
-//!   the pings or Slack's URL change, all stopped when Socket Mode is turned off.
+//!   the pings or Slack's URL change (the old ones close once the new ones serve), all
+//!   stopped when Socket Mode is turned off.
 //! - A slot ([`slot`]) keeps one connection serving: it opens one (`apps.connections.open`,
 //!   the WebSocket, Slack's `hello`), and when it must be replaced (`disconnect`, or silent
 //!   after a ping) opens the replacement first and retires the old one after, so there is no
@@ -28,6 +29,9 @@ use url::Url;
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::secret::Secret;
+
+/// How long old connections wait for their replacements after a settings change.
+const REPLACE_WAIT: Duration = Duration::from_secs(30);
 
 /// What a slot needs from the config; a change of any of it replaces every slot (a change of
 /// `connections` alone only adds or stops slots).
@@ -89,14 +93,27 @@ async fn supervise(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
                 running = None;
             }
             Some((settings, n)) => {
-                if running.as_ref().is_some_and(|r| !r.same(&settings)) {
-                    tracing::info!("Socket Mode settings changed: opening new connections");
-                    slots.drain(..).for_each(|s| drop(s.stop()));
-                }
                 let settings = match &running {
                     Some(r) if r.same(&settings) => r.clone(),
                     _ => Arc::new(settings),
                 };
+                if running.as_ref().is_some_and(|r| !r.same(&settings)) {
+                    // The old connections serve until the new ones have said hello.
+                    tracing::info!("Socket Mode settings changed: opening new connections");
+                    let old = std::mem::take(&mut slots);
+                    let opened = Arc::new(slot::Opened::default());
+                    for _ in 0..n {
+                        slots.push(slot::Slot::start_counted(
+                            shared.clone(),
+                            settings.clone(),
+                            opened.clone(),
+                        ));
+                    }
+                    tokio::spawn(async move {
+                        opened.wait_for(n, REPLACE_WAIT).await;
+                        old.into_iter().for_each(|s| drop(s.stop()));
+                    });
+                }
                 if slots.len() != n {
                     tracing::info!(
                         from = slots.len(),

@@ -24,10 +24,47 @@ pub(super) struct Slot {
     task: JoinHandle<()>,
 }
 
+/// How many slots of one generation have opened their first connection.
+#[derive(Default)]
+pub(super) struct Opened {
+    count: std::sync::atomic::AtomicUsize,
+    changed: tokio::sync::Notify,
+}
+
+impl Opened {
+    fn one(&self) {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until `n` slots have opened a connection, for at most `limit`.
+    pub(super) async fn wait_for(&self, n: usize, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let changed = self.changed.notified();
+            if self.count.load(std::sync::atomic::Ordering::SeqCst) >= n {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
 impl Slot {
     pub(super) fn start(shared: Arc<Shared>, settings: Arc<Settings>) -> Slot {
+        Self::start_counted(shared, settings, Arc::new(Opened::default()))
+    }
+
+    /// A slot that counts its first connection in `opened`.
+    pub(super) fn start_counted(
+        shared: Arc<Shared>,
+        settings: Arc<Settings>,
+        opened: Arc<Opened>,
+    ) -> Slot {
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run(shared, settings, stopped));
+        let task = tokio::spawn(run(shared, settings, stopped, opened));
         Slot { stop, task }
     }
 
@@ -39,9 +76,15 @@ impl Slot {
     }
 }
 
-async fn run(shared: Arc<Shared>, settings: Arc<Settings>, mut stop: watch::Receiver<bool>) {
+async fn run(
+    shared: Arc<Shared>,
+    settings: Arc<Settings>,
+    mut stop: watch::Receiver<bool>,
+    opened: Arc<Opened>,
+) {
     let mut backoff = Backoff::default();
     let mut current: Option<Socket> = None;
+    let mut first = true;
     loop {
         let mut socket = match current.take() {
             Some(s) => s,
@@ -50,6 +93,9 @@ async fn run(shared: Arc<Shared>, settings: Arc<Settings>, mut stop: watch::Rece
                 None => return,
             },
         };
+        if std::mem::take(&mut first) {
+            opened.one();
+        }
         let signal = tokio::select! {
             s = socket.signal() => s,
             _ = stopped(&mut stop) => {
