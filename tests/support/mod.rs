@@ -17,6 +17,7 @@
 
 pub mod binary;
 pub mod browser;
+pub mod delivery;
 pub mod fake_oidc;
 pub mod fake_slack;
 pub mod fake_socket;
