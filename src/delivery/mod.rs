@@ -190,23 +190,43 @@ async fn send(
         timestamp,
         &d.body,
     );
-    let req = Request::builder()
-        .method(Method::POST)
-        .uri(d.path.as_str())
+    let mut req = Request::builder().method(Method::POST).uri(d.path.as_str());
+    // The request's own headers as Slack sent them (what direct forwarding starts from); an
+    // event stored without them gets HTTP mode's.
+    if d.sender.headers.is_empty() {
+        req = req.header(header::USER_AGENT, SLACK_USER_AGENT);
+        if let Ok(ct) = HeaderValue::from_str(&d.content_type) {
+            req = req.header(header::CONTENT_TYPE, ct);
+        }
+    }
+    for (name, value) in &d.sender.headers {
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            req = req.header(n, v);
+        }
+    }
+    let req = req
         .header(header::CONTENT_LENGTH, d.body.len())
-        .header(header::USER_AGENT, SLACK_USER_AGENT)
         .header(signature::TIMESTAMP_HEADER, timestamp)
         .header(signature::SIGNATURE_HEADER, signed);
-    let req = match HeaderValue::from_str(&d.content_type) {
-        Ok(ct) => req.header(header::CONTENT_TYPE, ct),
-        Err(_) => req,
-    };
     let (parts, ()) = req
         .body(())
         .map_err(|e| format!("cannot rebuild the request: {e}"))?
         .into_parts();
     let started = Instant::now();
-    let conn = pool.take();
+    // The forwarding headers describe the peer Slack's request came from, as directly.
+    let mut conn = pool.take();
+    let own = conn.client.clone();
+    if let Ok(peer) = d.sender.peer.parse() {
+        let scheme = if d.sender.scheme == "https" {
+            "https"
+        } else {
+            "http"
+        };
+        conn.client = crate::http::headers::Client::new(peer, scheme);
+    }
     let resp = proxy::handle_authenticated(gw, live, parts, d.body.clone(), &conn, Some(n))
         .await
         .map_err(|e| e.to_string())?;
@@ -220,6 +240,7 @@ async fn send(
         .saturating_sub(started.elapsed());
     let read = tokio::time::timeout(left, resp.into_body().collect()).await;
     if matches!(read, Ok(Ok(_))) {
+        conn.client = own;
         pool.put_back(conn);
     }
     if status.is_success() {

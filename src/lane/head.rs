@@ -44,6 +44,14 @@ impl Head {
         &self.bytes[span.range()]
     }
 
+    /// Every header line, as (name, value).
+    pub(super) fn lines<'a>(
+        &'a self,
+        fields: &'a [Field],
+    ) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
+        fields.iter().map(|f| (self.get(f.name), self.get(f.value)))
+    }
+
     /// The headers the pipeline reads.
     pub(super) fn signed<'a>(&'a self, fields: &[Field]) -> Signed<'a> {
         let mut signed = Signed {

@@ -209,7 +209,12 @@ where
                     return Served::Closed;
                 }
             };
-            let signed = head.signed(&self.fields);
+            let fields = &self.fields;
+            let sender = || crate::proxy::queued_sender(head.lines(fields), client);
+            let signed = crate::proxy::Signed {
+                sender: Some(&sender),
+                ..head.signed(fields)
+            };
             let written = match decide(gw, &live, signed, &body).await {
                 Ok(Step::Forward(resolved)) => {
                     match self.forward(&live, head, resolved, body, started).await {

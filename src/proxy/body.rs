@@ -22,6 +22,8 @@ use crate::slack::signature::{SIGNATURE_HEADER as SIGNATURE, TIMESTAMP_HEADER as
 /// noted line by line from a raw head ([`Signed::note`]).
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Signed<'a> {
+    /// Who sent it, built only when queued delivery stores it.
+    pub(crate) sender: Option<&'a (dyn Fn() -> crate::store::queue::Sender + Sync)>,
     pub(crate) content_type: Option<&'a [u8]>,
     pub(crate) timestamp: Option<&'a [u8]>,
     pub(crate) signature: Option<&'a [u8]>,
@@ -37,6 +39,7 @@ impl<'a> Signed<'a> {
             timestamp: get(TIMESTAMP),
             signature: get(SIGNATURE),
             target: None,
+            sender: None,
         }
     }
 

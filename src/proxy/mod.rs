@@ -52,6 +52,7 @@ pub use error::ProxyError;
 use forward::{forward, owned_value};
 pub use forward::{forward_browser, Conn, ConnPool};
 pub(crate) use forward::{prepare_upstream_request, upstream_outcome};
+pub(crate) use queued::sender as queued_sender;
 pub use queued::Origin;
 
 /// The installation a request resolved to ([`decide`]'s verdict for a request to forward):
@@ -107,8 +108,10 @@ pub async fn handle(
             }
             Err(e) => return Err(e),
         };
+        let sender = || queued::sender_of(&parts.headers, &conn.client);
         let signed = Signed {
             target: parts.uri.path_and_query().map(|p| p.as_str().as_bytes()),
+            sender: Some(&sender),
             ..Signed::of(&parts.headers)
         };
         match decide(gw, live, signed, &body).await? {
@@ -138,6 +141,7 @@ pub async fn handle_authenticated(
 ) -> Result<Response<Body>, ProxyError> {
     let content_type = parts.headers.get(header::CONTENT_TYPE);
     let kind = payload::content_kind(content_type.map(HeaderValue::as_bytes), &body);
+    let sender = || queued::sender_of(&parts.headers, &conn.client);
     let origin = match delivery_attempt {
         Some(_) => Origin::Queue,
         None => Origin::Slack {
@@ -146,6 +150,7 @@ pub async fn handle_authenticated(
                 .path_and_query()
                 .map_or(b"/", |p| p.as_str().as_bytes()),
             content_type: content_type.map(HeaderValue::as_bytes),
+            sender: Some(&sender),
         },
     };
     let step = decide_verified(gw, live, kind, &body, origin).await?;
@@ -212,6 +217,7 @@ pub(crate) async fn decide(
     let origin = Origin::Slack {
         target: signed.target.unwrap_or(b"/"),
         content_type: signed.content_type,
+        sender: signed.sender,
     };
     decide_verified(gw, live, kind, body, origin).await
 }
@@ -243,6 +249,7 @@ async fn decide_verified(
     if let Origin::Slack {
         target,
         content_type,
+        sender,
     } = origin
     {
         if live.config.delivery.mode == DeliveryMode::Queued && kind == "event_callback" {
@@ -252,6 +259,7 @@ async fn decide_verified(
                 body,
                 target,
                 content_type,
+                sender,
             };
             return queued::accept(gw, live, accepted).await;
         }

@@ -11,9 +11,10 @@ use serde::Deserialize;
 
 use super::{apply_lifecycle, resolve_in_time, ProxyError, Step};
 use crate::gateway::{Gateway, Live};
+use crate::http::headers::Client;
 use crate::http::{empty, unix_ms};
 use crate::slack::payload::{Action, Identity};
-use crate::store::queue::Delivery;
+use crate::store::queue::{Delivery, Sender};
 use crate::store::StoreError;
 
 /// The attempt number (1-based) of a queued delivery; direct forwarding never sends it, and
@@ -22,13 +23,14 @@ pub const DELIVERY_ATTEMPT: http::HeaderName =
     http::HeaderName::from_static("x-gateway-delivery-attempt");
 
 /// Where a request comes to the stages after the signature from.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub enum Origin<'a> {
     /// From Slack, over HTTP or Socket Mode, to `target` (its path and query): lifecycle
     /// events act, and with queued delivery an event callback is stored and answered at once.
     Slack {
         target: &'a [u8],
         content_type: Option<&'a [u8]>,
+        sender: Option<&'a (dyn Fn() -> Sender + Sync)>,
     },
     /// From the delivery queue: accepted, and acted on, already.
     Queue,
@@ -41,6 +43,7 @@ pub(super) struct Accepted<'a> {
     pub(super) body: &'a Bytes,
     pub(super) target: &'a [u8],
     pub(super) content_type: Option<&'a [u8]>,
+    pub(super) sender: Option<&'a (dyn Fn() -> Sender + Sync)>,
 }
 
 /// The ids an event callback carries.
@@ -85,6 +88,9 @@ pub(super) async fn accept(
         a.body.clone(),
         now,
     );
+    if let Some(sender) = a.sender {
+        d.sender = sender();
+    }
     // Without an event id there is nothing to dedupe by: the delivery's own id stands in.
     d.event_id = ids.event_id.unwrap_or_else(|| d.id.clone());
     let window = u64::try_from(live.config.delivery.dedupe_window.as_millis()).unwrap_or(u64::MAX);
@@ -106,4 +112,42 @@ pub(super) async fn accept(
         gw.metrics.delivery_accepted("duplicate");
     }
     Ok(Step::Answer(empty(StatusCode::OK)))
+}
+
+/// The sender of a request with these header lines, from `client`: its headers as they came,
+/// but for the signature (a delivery is signed afresh) and the length (the body's own is set).
+pub(crate) fn sender<'h>(
+    lines: impl IntoIterator<Item = (&'h [u8], &'h [u8])>,
+    client: &Client,
+) -> Sender {
+    use crate::slack::signature::{SIGNATURE_HEADER, TIMESTAMP_HEADER};
+    let headers = lines
+        .into_iter()
+        .filter(|(name, _)| {
+            ![SIGNATURE_HEADER, TIMESTAMP_HEADER, "content-length"]
+                .iter()
+                .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
+        })
+        .filter_map(|(name, value)| {
+            Some((
+                std::str::from_utf8(name).ok()?.to_ascii_lowercase(),
+                std::str::from_utf8(value).ok()?.to_owned(),
+            ))
+        })
+        .collect();
+    Sender {
+        peer: client.addr.to_string(),
+        scheme: client.scheme.to_owned(),
+        headers,
+    }
+}
+
+/// [`sender`] of a header map.
+pub(crate) fn sender_of(headers: &http::HeaderMap, client: &Client) -> Sender {
+    sender(
+        headers
+            .iter()
+            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
+        client,
+    )
 }

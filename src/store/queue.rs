@@ -38,6 +38,16 @@ impl DeliveryState {
     }
 }
 
+/// Who sent an accepted event, and how: what direct forwarding would have built its
+/// forwarding headers from, so a delivery carries the same (the peer, its scheme, and the
+/// request's headers as they came, its signature aside: a delivery is signed afresh).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sender {
+    pub peer: String,
+    pub scheme: String,
+    pub headers: Vec<(String, String)>,
+}
+
 /// An accepted event, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivery {
@@ -54,6 +64,8 @@ pub struct Delivery {
     /// The Slack path it arrived on (the first of `upstream.slack_paths` from Socket Mode).
     pub path: String,
     pub content_type: String,
+    #[serde(default)]
+    pub sender: Sender,
     #[serde(skip)]
     pub body: Bytes,
 }
@@ -81,6 +93,7 @@ impl Delivery {
             next_attempt_at: now,
             path,
             content_type,
+            sender: Sender::default(),
             body,
         }
     }

@@ -13,7 +13,7 @@ use crate::store::queue::{AfterFailure, Delivery, DeliveryQueue, DeliveryState, 
 use crate::store::StoreError;
 
 const COLUMNS: &str = "id, event_id, api_app_id, team_id, state, attempts, last_error, \
-                       received_at, next_attempt_at, path, content_type, body";
+                       received_at, next_attempt_at, path, content_type, body, sender";
 
 /// The queue's statements, with the schema spliced in.
 pub(super) struct QueueSql {
@@ -42,7 +42,7 @@ impl QueueSql {
                  RETURNING 1",
             ),
             insert: s("INSERT INTO {s}.deliveries ({cols})
-                 VALUES ($1, $2, $3, $4, 'pending', 0, NULL, $5, $6, $7, $8, $9)"),
+                 VALUES ($1, $2, $3, $4, 'pending', 0, NULL, $5, $6, $7, $8, $9, $10)"),
             claim: s("UPDATE {s}.deliveries SET next_attempt_at = $3 WHERE id IN
                  (SELECT id FROM {s}.deliveries WHERE state = 'pending' AND next_attempt_at <= $1
                   ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)
@@ -87,6 +87,7 @@ fn delivery(row: &Row) -> Result<Delivery, StoreError> {
     let received_at: i64 = row.get(7);
     let next_attempt_at: i64 = row.get(8);
     let body: Vec<u8> = row.get(11);
+    let sender: String = row.get(12);
     Ok(Delivery {
         id,
         event_id: row.get(1),
@@ -99,6 +100,7 @@ fn delivery(row: &Row) -> Result<Delivery, StoreError> {
         next_attempt_at: next_attempt_at.max(0) as u64,
         path: row.get(9),
         content_type: row.get(10),
+        sender: serde_json::from_str(&sender).unwrap_or_default(),
         body: Bytes::from(body),
     })
 }
@@ -130,6 +132,7 @@ impl DeliveryQueue for PgStore {
                     &d.path,
                     &d.content_type,
                     &d.body.as_ref(),
+                    &serde_json::to_string(&d.sender).expect("a sender serializes"),
                 ],
             )
             .await

@@ -75,6 +75,8 @@ CREATE TABLE {s}.deliveries (
     next_attempt_at bigint NOT NULL,
     path            text NOT NULL,
     content_type    text NOT NULL,
+    -- store::queue::Sender as JSON: the peer, its scheme, the request's headers.
+    sender          text NOT NULL DEFAULT '{}',
     body            bytea NOT NULL
 );
 CREATE INDEX deliveries_due ON {s}.deliveries (next_attempt_at) WHERE state = 'pending';
