@@ -3,14 +3,14 @@
 //! last 5 minutes is acked and not forwarded again; one in flight is not forwarded twice.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::{header, HeaderValue, Method, Request};
 use http_body_util::{BodyExt, Limited};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
-use super::socket::InFlightGuard;
 use crate::gateway::Gateway;
 use crate::proxy::{self, ConnPool};
 use crate::slack::signature;
@@ -88,6 +88,34 @@ impl Seen {
         } else {
             ids.remove(id);
         }
+    }
+}
+
+/// Envelopes of one connection still being handled.
+#[derive(Default)]
+pub(super) struct InFlight {
+    count: AtomicUsize,
+    pub(super) done: Notify,
+}
+
+impl InFlight {
+    pub(super) fn start(self: &Arc<Self>) -> InFlightGuard {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        InFlightGuard(self.clone())
+    }
+
+    pub(super) fn idle(&self) -> bool {
+        self.count.load(Ordering::SeqCst) == 0
+    }
+}
+
+/// Held by an envelope's task; its drop counts the envelope done.
+pub(super) struct InFlightGuard(Arc<InFlight>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::SeqCst);
+        self.0.done.notify_one();
     }
 }
 

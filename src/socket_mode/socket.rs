@@ -3,18 +3,17 @@
 //! of its envelopes, until it is dropped or retired.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as Ws;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::envelope::{self, Shared};
+use super::envelope::{self, InFlight, Shared};
 use super::Settings;
 use crate::slack::api::{ApiError, OpenError};
 use crate::slack::socket::{self as frames, Message};
@@ -189,34 +188,6 @@ async fn hello(ws: &mut Stream) -> Result<(), Failure> {
         }
     }
     Err(Failure::Other("closed before hello".into()))
-}
-
-/// Envelopes of one connection still being handled.
-#[derive(Default)]
-pub(super) struct InFlight {
-    count: AtomicUsize,
-    done: Notify,
-}
-
-impl InFlight {
-    fn start(self: &Arc<Self>) -> InFlightGuard {
-        self.count.fetch_add(1, Ordering::SeqCst);
-        InFlightGuard(self.clone())
-    }
-
-    fn idle(&self) -> bool {
-        self.count.load(Ordering::SeqCst) == 0
-    }
-}
-
-/// Held by an envelope's task; its drop counts the envelope done.
-pub(super) struct InFlightGuard(Arc<InFlight>);
-
-impl Drop for InFlightGuard {
-    fn drop(&mut self) {
-        self.0.count.fetch_sub(1, Ordering::SeqCst);
-        self.0.done.notify_one();
-    }
 }
 
 /// Serves one connection until it drops or is retired.
