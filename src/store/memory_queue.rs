@@ -108,9 +108,9 @@ impl DeliveryQueue for MemoryQueue {
             Some(d) => {
                 if d.state == DeliveryState::Dead {
                     d.attempts = 0;
+                    d.state = DeliveryState::Pending;
+                    d.next_attempt_at = now;
                 }
-                d.state = DeliveryState::Pending;
-                d.next_attempt_at = now;
                 true
             }
             None => false,

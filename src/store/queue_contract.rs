@@ -58,11 +58,15 @@ async fn claims_lease_and_deliver(q: &dyn DeliveryQueue) {
         (got[0].event_id.as_str(), got[0].team_id.as_deref()),
         ("EvA", Some("T1"))
     );
+    assert!(
+        q.retry_delivery(&a.id, T0 + 5).await.unwrap(),
+        "a pending delivery is found"
+    );
     let got = q.claim(T0 + 5, 10, T0 + 10_000).await.unwrap();
     assert_eq!(
         got.iter().map(|d| &d.id).collect::<Vec<_>>(),
         [&b.id],
-        "a leased delivery is not claimed again"
+        "a leased delivery is not claimed again, retried or not"
     );
     assert!(q
         .claim(T0 + 9_999, 10, T0 + 20_000)

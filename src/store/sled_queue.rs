@@ -201,13 +201,14 @@ impl DeliveryQueue for SledQueue {
             let Some(mut d) = self.get(id)? else {
                 return Ok(false);
             };
-            let old = Self::old_due(&d);
-            if d.state == DeliveryState::Dead {
-                d.attempts = 0;
+            // A pending one is left as it is: it may be being delivered right now.
+            if d.state != DeliveryState::Dead {
+                return Ok(true);
             }
+            d.attempts = 0;
             d.state = DeliveryState::Pending;
             d.next_attempt_at = now;
-            self.put(&d, old)?;
+            self.put(&d, None)?;
         }
         self.flush().await?;
         Ok(true)

@@ -25,6 +25,7 @@ pub(super) struct QueueSql {
     list: String,
     list_state: String,
     retry: String,
+    exists: String,
     retry_dead: String,
     stats: String,
     sweep: String,
@@ -54,10 +55,12 @@ impl QueueSql {
             list_state: s(
                 "SELECT {cols} FROM {s}.deliveries WHERE state = $1 ORDER BY id LIMIT $2",
             ),
+            // A pending one is left as it is (it may be being delivered): found, unchanged.
             retry: s(
                 "UPDATE {s}.deliveries SET state = 'pending', next_attempt_at = $2,
-                 attempts = CASE WHEN state = 'dead' THEN 0 ELSE attempts END WHERE id = $1",
+                 attempts = 0 WHERE id = $1 AND state = 'dead'",
             ),
+            exists: s("SELECT 1 FROM {s}.deliveries WHERE id = $1"),
             retry_dead: s(
                 "UPDATE {s}.deliveries SET state = 'pending', next_attempt_at = $1,
                  attempts = 0 WHERE state = 'dead'",
@@ -201,10 +204,11 @@ impl DeliveryQueue for PgStore {
     }
 
     async fn retry_delivery(&self, id: &str, now: u64) -> Result<bool, StoreError> {
-        let n = self
-            .execute(&self.shared.queue_sql.retry, &[&id, &ms(now)])
-            .await?;
-        Ok(n > 0)
+        let q = &self.shared.queue_sql;
+        if self.execute(&q.retry, &[&id, &ms(now)]).await? > 0 {
+            return Ok(true);
+        }
+        Ok(!self.query(&q.exists, &[&id]).await?.is_empty())
     }
 
     async fn retry_dead(&self, now: u64) -> Result<usize, StoreError> {
