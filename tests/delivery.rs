@@ -23,11 +23,13 @@ const WAIT: Duration = Duration::from_secs(5);
 
 /// A gateway in front of `up` with T1 installed and `toml` merged over the base config.
 async fn gateway(up: &QueueUpstream, toml: &str) -> TestGateway {
-    TestGateway::builder(up.url())
+    let gw = TestGateway::builder(up.url())
         .seed(t1())
         .toml(toml)
         .start()
-        .await
+        .await;
+    keep_store(&gw);
+    gw
 }
 
 fn admin_base(gw: &TestGateway) -> String {

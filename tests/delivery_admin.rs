@@ -16,11 +16,13 @@ use support::{TestGateway, SIGNING_SECRET};
 const WAIT: Duration = Duration::from_secs(5);
 
 async fn gateway(up: &QueueUpstream, toml: &str) -> TestGateway {
-    TestGateway::builder(up.url())
+    let gw = TestGateway::builder(up.url())
         .seed(t1())
         .toml(toml)
         .start()
-        .await
+        .await;
+    keep_store(&gw);
+    gw
 }
 
 fn base(gw: &TestGateway) -> String {
@@ -495,6 +497,7 @@ async fn socket_mode_events_are_acked_once_stored_and_deduped() {
         .toml(&queued(""))
         .start()
         .await;
+    keep_store(&gw);
     let b = base(&gw);
     fake.wait_serving(1, "the socket is up").await;
 

@@ -16,11 +16,13 @@ use support::{TestGateway, CLIENT_ID};
 const WAIT: Duration = Duration::from_secs(5);
 
 async fn gateway(up: &QueueUpstream, toml: &str) -> TestGateway {
-    TestGateway::builder(up.url())
+    let gw = TestGateway::builder(up.url())
         .seed(t1())
         .toml(toml)
         .start()
-        .await
+        .await;
+    keep_store(&gw);
+    gw
 }
 
 fn admin_base(gw: &TestGateway) -> String {
@@ -260,6 +262,7 @@ async fn the_token_is_refreshed_at_delivery_time() {
         .toml(&queued(""))
         .start()
         .await;
+    keep_store(&gw);
     support::replicas::install(&slack, gw.public.port(), Grant::workspace("T0ROT", "U1"))
         .await
         .unwrap();
@@ -352,6 +355,7 @@ async fn an_org_wide_event_is_delivered_with_the_org_token() {
         .toml(&queued(""))
         .start()
         .await;
+    keep_store(&gw);
     let id = fresh_event_id();
     let body = format!(
         r#"{{"team_id":"T9","enterprise_id":"E1","api_app_id":"A111","type":"event_callback","event_id":"{id}","is_ext_shared_channel":false,"event":{{"type":"app_mention","user":"U1"}},"authorizations":[{{"enterprise_id":"E1","team_id":null,"user_id":"UE1BOT","is_bot":true,"is_enterprise_install":true}}]}}"#

@@ -62,7 +62,8 @@ async fn replicas_share_the_queue_and_deliver_each_event_once() {
         bodies.push(body);
     }
     for body in &bodies[..5] {
-        let ts = slack_gateway::http::unix_now() - 1;
+        // Older than any original (sent in the last seconds): never an exact replay.
+        let ts = slack_gateway::http::unix_now() - 30;
         let (status, text) = support::binary::send_exact(b.public, ts, body)
             .await
             .unwrap();
@@ -142,7 +143,7 @@ async fn events_accepted_by_a_replica_killed_right_after_are_delivered_by_anothe
     eprintln!("delivered by B {:?} after it started", started.elapsed());
 
     // Slack's retry of one of them, to B: accepted before (by A), not queued again.
-    let ts = slack_gateway::http::unix_now() - 2;
+    let ts = slack_gateway::http::unix_now() - 30;
     let (status, _) = support::binary::send_exact(b.public, ts, &bodies[0])
         .await
         .unwrap();
@@ -304,6 +305,7 @@ async fn with_the_database_gone_no_event_is_acknowledged() {
         Some(pg_storage(&db.via(relay.port).url(), &schema.name, "")),
         up.addr,
         TIMEOUT,
+        "",
         &queued(""),
     )
     .await;
@@ -339,11 +341,11 @@ async fn with_the_database_gone_no_event_is_acknowledged() {
         // Slack's retry, once the database is back: accepted, and delivered.
         up.set_status(200);
         let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let (status, text) =
-                support::binary::send_exact(gw.public, slack_gateway::http::unix_now() - 1, &body)
-                    .await
-                    .unwrap();
+        for retry in 1.. {
+            // Each retry signed at another time: none is an exact replay.
+            let (status, text) = support::binary::send_exact(gw.public, ts - retry, &body)
+                .await
+                .unwrap();
             if status == 200 {
                 assert_eq!(text, "");
                 break;

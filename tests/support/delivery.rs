@@ -526,14 +526,16 @@ impl Binary {
         timeout: &str,
         extra: &str,
     ) -> Binary {
-        Self::start_on(schema.map(Schema::toml), upstream, timeout, extra).await
+        Self::start_on(schema.map(Schema::toml), upstream, timeout, "", extra).await
     }
 
-    /// [`Self::start`] with a whole `[storage]` section (sled in the folder when `None`).
+    /// [`Self::start`] with a whole `[storage]` section (sled in the folder when `None`) and
+    /// more `[server]` lines.
     pub async fn start_on(
         storage: Option<String>,
         upstream: SocketAddr,
         timeout: &str,
+        server_lines: &str,
         extra: &str,
     ) -> Binary {
         let dir = tempfile::tempdir().unwrap();
@@ -555,6 +557,11 @@ impl Binary {
                 extra,
             },
         );
+        if !server_lines.is_empty() {
+            let text = std::fs::read_to_string(&config).unwrap();
+            let text = text.replacen("[server]\n", &format!("[server]\n{server_lines}"), 1);
+            std::fs::write(&config, text).unwrap();
+        }
         let running = Running::start(&config, dir.path());
         running.wait_ready(admin).await;
         Binary {
@@ -598,4 +605,16 @@ impl Binary {
             .await
             .unwrap()
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// In process
+// ---------------------------------------------------------------------------------------
+
+/// Keeps `gw`'s store alive for the rest of the process. sled 0.34's concurrent
+/// `flush_async` calls can deadlock (spacejam/sled#1308); the store's drop flushes too, so
+/// when a test fails after that happened, the runtime's teardown (which drops the gateway
+/// with the store) would hang instead of reporting the failure. Leaked, it never drops.
+pub fn keep_store(gw: &super::TestGateway) {
+    std::mem::forget(gw.store.clone());
 }
