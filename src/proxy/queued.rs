@@ -68,10 +68,6 @@ pub(super) async fn accept(
         ))
     })?;
     let team_id = a.identity.team_id.clone();
-    if matches!(a.action, Action::Uninstalled | Action::TokensRevoked { .. }) {
-        let resolved = resolve_in_time(gw, live, a.identity).await?;
-        Box::pin(apply_lifecycle(gw, live, a.action, &resolved)).await?;
-    }
     let ids: Ids = serde_json::from_slice(a.body).unwrap_or(Ids {
         event_id: None,
         api_app_id: None,
@@ -93,16 +89,29 @@ pub(super) async fn accept(
     }
     // Without an event id there is nothing to dedupe by: the delivery's own id stands in.
     d.event_id = ids.event_id.unwrap_or_else(|| d.id.clone());
+    let timeout = live.config.upstream.timeout;
+    let in_time = |e| {
+        ProxyError::Store(StoreError::Unavailable(format!(
+            "the event was not stored within upstream.timeout ({timeout:?}): {e}"
+        )))
+    };
+    if matches!(a.action, Action::Uninstalled | Action::TokensRevoked { .. }) {
+        // A duplicate must not act again: a reinstall since the first would be undone.
+        let duplicate = tokio::time::timeout(timeout, queue.is_duplicate(&d, now))
+            .await
+            .map_err(|_| in_time("no answer"))??;
+        if duplicate {
+            gw.metrics.delivery_accepted("duplicate");
+            return Ok(Step::Answer(empty(StatusCode::OK)));
+        }
+        let resolved = resolve_in_time(gw, live, a.identity).await?;
+        Box::pin(apply_lifecycle(gw, live, a.action, &resolved)).await?;
+    }
     let window = u64::try_from(live.config.delivery.dedupe_window.as_millis()).unwrap_or(u64::MAX);
     let dedupe_until = now.saturating_add(window);
-    let timeout = live.config.upstream.timeout;
     let stored = tokio::time::timeout(timeout, queue.enqueue(&d, now, dedupe_until))
         .await
-        .map_err(|_| {
-            ProxyError::Store(StoreError::Unavailable(format!(
-                "the event was not stored within upstream.timeout ({timeout:?})"
-            )))
-        })??;
+        .map_err(|_| in_time("no answer"))??;
     if stored {
         tracing::debug!(delivery = %d.id, event = %d.event_id, "event queued");
         gw.metrics.delivery_accepted("queued");

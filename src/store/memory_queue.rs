@@ -40,6 +40,10 @@ impl DeliveryQueue for MemoryQueue {
         }))
     }
 
+    async fn is_duplicate(&self, d: &Delivery, now: u64) -> Result<bool, StoreError> {
+        Ok(self.with(|q| q.dedupe.get(&d.dedupe_key()).is_some_and(|u| *u > now)))
+    }
+
     async fn claim(
         &self,
         now: u64,

@@ -28,6 +28,7 @@ pub mod refresh_locks;
 pub mod replay;
 pub mod sealing;
 pub mod sled;
+mod sled_flush;
 mod sled_queue;
 pub mod states;
 

@@ -159,6 +159,10 @@ pub trait DeliveryQueue: Send + Sync + 'static {
     /// after `now`; remembers the key until `dedupe_until`. `false`: a duplicate, not stored.
     async fn enqueue(&self, d: &Delivery, now: u64, dedupe_until: u64) -> Result<bool, StoreError>;
 
+    /// Whether `d`'s dedupe key is remembered after `now` (an enqueue would find it a
+    /// duplicate). Lets a caller skip work for a duplicate before it enqueues.
+    async fn is_duplicate(&self, d: &Delivery, now: u64) -> Result<bool, StoreError>;
+
     /// Up to `limit` pending deliveries due at `now`, oldest due first, each leased until
     /// `lease_until` (no other claim gets it before then).
     async fn claim(

@@ -87,6 +87,12 @@ async fn dedupe_holds_within_the_window(q: &dyn DeliveryQueue) {
     assert!(q.enqueue(&first, T0, T0 + 1_000).await.unwrap());
     q.delivered(&first.id).await.unwrap();
     let retry = event("EvDup", T0 + 500);
+    assert!(q.is_duplicate(&retry, T0 + 500).await.unwrap());
+    assert!(
+        !q.is_duplicate(&retry, T0 + 1_000).await.unwrap(),
+        "the window ended"
+    );
+    assert!(!q.is_duplicate(&event("EvOther", T0), T0).await.unwrap());
     assert!(
         !q.enqueue(&retry, T0 + 500, T0 + 1_500).await.unwrap(),
         "accepted within the window, even once delivered"

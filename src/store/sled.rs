@@ -19,6 +19,7 @@ use super::queue::DeliveryQueue;
 use super::read_cache::{Lookup, ReadCache};
 use super::record::Codec;
 use super::sealing::KeyRing;
+use super::sled_flush::Flusher;
 use super::sled_queue::SledQueue;
 use super::{
     bot_key, check_id, latest_key, parse_record_key, record_key, save_keys, team_prefix, user_key,
@@ -49,7 +50,6 @@ const SIGNATURE_SWEEP_MAX: usize = 4096;
 /// Installations in a sled database folder. Opened once per process (sled locks the folder).
 pub struct SledStore {
     path: std::path::PathBuf,
-    db: sled::Db,
     tree: sled::Tree,
     used_states: sled::Tree,
     used_states_by_expiry: sled::Tree,
@@ -62,6 +62,8 @@ pub struct SledStore {
     cache: ReadCache,
     /// Queued delivery's events, in trees of the same database.
     queue: SledQueue,
+    /// The database's one flusher (its own and the queue's writes).
+    flusher: Arc<Flusher>,
 }
 
 /// Decoded records kept in memory at most (about 1 KiB each).
@@ -121,7 +123,8 @@ impl SledStore {
             .map_err(|e| open_err(Box::new(e)))?;
         db.drop_tree(LEGACY_STATES)
             .map_err(|e| open_err(Box::new(e)))?;
-        let queue = SledQueue::open(&db).map_err(|e| open_err(Box::new(e)))?;
+        let flusher = Arc::new(Flusher::new(db.clone()));
+        let queue = SledQueue::open(&db, flusher.clone()).map_err(|e| open_err(Box::new(e)))?;
         let bots = match tree
             .get(BOT_COUNT_KEY)
             .map_err(|e| open_err(Box::new(e)))?
@@ -145,7 +148,6 @@ impl SledStore {
         };
         Ok(SledStore {
             path: path.to_path_buf(),
-            db,
             tree,
             used_states,
             used_states_by_expiry,
@@ -155,6 +157,7 @@ impl SledStore {
             codec: Codec { ring },
             cache: ReadCache::new(READ_CACHE_MAX_RECORDS),
             queue,
+            flusher,
         })
     }
 
@@ -205,7 +208,7 @@ impl SledStore {
         let written: Vec<&[u8]> = keys.iter().map(|k| k.as_ref()).collect();
         self.cache.invalidate(Some(&written));
         self.bots.store(count, Ordering::Relaxed);
-        self.db.flush_async().await.map_err(io)?;
+        self.flusher.flush().await?;
         Ok(keys.len())
     }
 
@@ -262,7 +265,7 @@ impl InstallationStore for SledStore {
         self.tree.apply_batch(batch).map_err(io)?;
         self.cache.invalidate(Some(&written));
         self.bots.store(count, Ordering::Relaxed);
-        self.db.flush_async().await.map_err(io)?;
+        self.flusher.flush().await?;
         Ok(())
     }
 
@@ -366,7 +369,7 @@ impl InstallationStore for SledStore {
         self.tree.apply_batch(batch).map_err(io)?;
         self.cache.invalidate(Some(&[key.as_bytes()]));
         self.bots.store(count, Ordering::Relaxed);
-        self.db.flush_async().await.map_err(io)?;
+        self.flusher.flush().await?;
         Ok(())
     }
 
@@ -419,7 +422,7 @@ impl InstallationStore for SledStore {
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await.map_err(io)?;
+        self.flusher.flush().await?;
         Ok(())
     }
 
@@ -445,7 +448,7 @@ impl InstallationStore for SledStore {
         self.signatures.apply_batch(batch).map_err(io)?;
         // Durable at once (a crash right after must not forget them): the journal writes
         // one batch at a time, so under load a flush covers many signatures.
-        self.db.flush_async().await.map_err(io)?;
+        self.flusher.flush().await?;
         Ok(())
     }
 
@@ -481,7 +484,7 @@ impl InstallationStore for SledStore {
             }
         }
         self.cache.invalidate::<&[u8]>(None);
-        self.db.flush_async().await.map_err(io)?;
+        self.flusher.flush().await?;
         Ok(n)
     }
 

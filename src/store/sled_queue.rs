@@ -10,9 +10,12 @@
 //! An accepted event is flushed to disk before `enqueue` returns: Slack gets its 200 only
 //! for what a crash cannot lose.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use super::queue::{AfterFailure, Delivery, DeliveryQueue, DeliveryState, QueueStats};
+use super::sled_flush::Flusher;
 use super::StoreError;
 
 fn io(e: sled::Error) -> StoreError {
@@ -26,7 +29,7 @@ fn due_key(at: u64, id: &str) -> Vec<u8> {
 }
 
 pub struct SledQueue {
-    db: sled::Db,
+    flusher: Arc<Flusher>,
     deliveries: sled::Tree,
     due: sled::Tree,
     dedupe: sled::Tree,
@@ -35,9 +38,9 @@ pub struct SledQueue {
 }
 
 impl SledQueue {
-    pub fn open(db: &sled::Db) -> sled::Result<Self> {
+    pub fn open(db: &sled::Db, flusher: Arc<Flusher>) -> sled::Result<Self> {
         Ok(SledQueue {
-            db: db.clone(),
+            flusher,
             deliveries: db.open_tree("deliveries")?,
             due: db.open_tree("deliveries_due")?,
             dedupe: db.open_tree("delivery_dedupe")?,
@@ -74,8 +77,7 @@ impl SledQueue {
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await.map_err(io)?;
-        Ok(())
+        self.flusher.flush().await
     }
 }
 
@@ -104,6 +106,15 @@ impl DeliveryQueue for SledQueue {
         }
         self.flush().await?;
         Ok(true)
+    }
+
+    async fn is_duplicate(&self, d: &Delivery, now: u64) -> Result<bool, StoreError> {
+        Ok(
+            match self.dedupe.get(d.dedupe_key().as_bytes()).map_err(io)? {
+                Some(v) => u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])) > now,
+                None => false,
+            },
+        )
     }
 
     async fn claim(

@@ -990,9 +990,11 @@ fn send_hello_on(
     id: usize,
 ) -> tungstenite::Result<()> {
     let n = shared.state.lock().unwrap().serving() + 1;
+    // Taken before sending: the gateway may act on the hello (close an old socket, which is
+    // recorded at once) before this thread records it.
+    let at = Instant::now();
     ws.send(Message::text(hello_message(n)))?;
     let mut s = shared.state.lock().unwrap();
-    let at = Instant::now();
     if s.conns[id - 1].hello_at.is_none() {
         s.conns[id - 1].hello_at = Some(at);
     }

@@ -26,6 +26,7 @@ pub(super) struct QueueSql {
     list_state: String,
     retry: String,
     exists: String,
+    seen: String,
     retry_dead: String,
     stats: String,
     sweep: String,
@@ -61,6 +62,7 @@ impl QueueSql {
                  attempts = 0 WHERE id = $1 AND state = 'dead'",
             ),
             exists: s("SELECT 1 FROM {s}.deliveries WHERE id = $1"),
+            seen: s("SELECT 1 FROM {s}.delivery_dedupe WHERE key = $1 AND until > $2"),
             retry_dead: s(
                 "UPDATE {s}.deliveries SET state = 'pending', next_attempt_at = $1,
                  attempts = 0 WHERE state = 'dead'",
@@ -144,6 +146,13 @@ impl DeliveryQueue for PgStore {
             Ok(true)
         })
         .await
+    }
+
+    async fn is_duplicate(&self, d: &Delivery, now: u64) -> Result<bool, StoreError> {
+        let rows = self
+            .query(&self.shared.queue_sql.seen, &[&d.dedupe_key(), &ms(now)])
+            .await?;
+        Ok(!rows.is_empty())
     }
 
     async fn claim(
