@@ -989,16 +989,20 @@ fn send_hello_on(
     ws: &mut tungstenite::WebSocket<std::net::TcpStream>,
     id: usize,
 ) -> tungstenite::Result<()> {
-    let n = shared.state.lock().unwrap().serving() + 1;
-    // Taken before sending: the gateway may act on the hello (close an old socket, which is
-    // recorded at once) before this thread records it.
-    let at = Instant::now();
+    // Recorded before it is sent: the gateway may act on the hello (close an old socket,
+    // recorded at once) before this thread would get to record it, and the serving history
+    // must stay in order.
+    let n = {
+        let mut s = shared.state.lock().unwrap();
+        let n = s.serving() + 1;
+        let at = Instant::now();
+        if s.conns[id - 1].hello_at.is_none() {
+            s.conns[id - 1].hello_at = Some(at);
+        }
+        s.note(at);
+        n
+    };
     ws.send(Message::text(hello_message(n)))?;
-    let mut s = shared.state.lock().unwrap();
-    if s.conns[id - 1].hello_at.is_none() {
-        s.conns[id - 1].hello_at = Some(at);
-    }
-    s.note(at);
     Ok(())
 }
 
