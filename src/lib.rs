@@ -233,11 +233,11 @@ pub async fn run(
     shutdown.await;
     tracing::info!("shutting down: draining in-flight requests");
     gw.start_draining();
-    // Its connections are closed first (envelopes in flight answered), so that Slack sends
-    // new envelopes to another replica meanwhile.
+    // Socket Mode's connections close with the public listener (envelopes in flight
+    // answered first), so that Slack sends new envelopes to another replica meanwhile.
     let _ = stop_socket_mode.send(true);
-    let _ = tokio::time::timeout(grace, socket_mode_task).await;
     let _ = stop_public.send(true);
+    let _ = tokio::time::timeout(grace, socket_mode_task).await;
     let _ = public_task.await;
     let _ = stop_admin.send(true);
     let _ = admin_task.await;
