@@ -291,5 +291,11 @@ async fn serve(
     }
     shared.gw.metrics.socket_connection(-1);
     let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(Ws::Close(None))).await;
+    // The close handshake: read until Slack closes too (a second at most). Closing with
+    // unread data would make the kernel reset the connection, and the close frame be lost.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Some(Ok(_)) = stream.next().await {}
+    })
+    .await;
     let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.close()).await;
 }

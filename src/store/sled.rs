@@ -82,7 +82,11 @@ pub fn open_db(path: &Path) -> sled::Result<sled::Db> {
     let config = sled::Config::new()
         .path(path)
         .mode(sled::Mode::HighThroughput)
-        .cache_capacity(SLED_CACHE_BYTES);
+        .cache_capacity(SLED_CACHE_BYTES)
+        // No background flusher: every write that must be durable flushes through the one
+        // grouped flusher (store/sled_flush.rs); sled 0.34's own, running beside it, can
+        // deadlock its IO threads under a burst of flushes (sled#1308).
+        .flush_every_ms(None);
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     loop {
         match config.open() {
